@@ -1,0 +1,73 @@
+"""trt_compat: fixes for known Torch-TensorRT compiler defects, applied only on the releases that have them.
+
+``import trt_compat`` imports neither torch nor torch_tensorrt: it registers a post-import hook that applies the
+needed patches right after ``torch_tensorrt`` is imported, or at once if it already is.
+"""
+from ._errors import PatchError, TargetChanged
+from ._version import __version__
+
+__all__ = ["PatchError", "TargetChanged", "__version__", "apply", "revert", "report", "report_dict",
+           "is_applied", "get_original"]
+
+
+def apply():
+    """Import torch_tensorrt (when installed) and apply every patch its release needs; returns the report."""
+    import sys
+
+    from . import _engine
+
+    if "torch_tensorrt" not in sys.modules:
+        try:
+            import torch_tensorrt  # noqa: F401  (the post-import hook applies the patches)
+        except ImportError:
+            return _engine.build_report()
+        return _engine.build_report()
+    return _engine.apply_patches()
+
+
+def revert():
+    """Restore every original object that trt_compat replaced; returns the report."""
+    from . import _engine
+
+    return _engine.revert_patches()
+
+
+def report():
+    """Detected versions and, per patch, its state and the reason (a :class:`trt_compat._engine.Report`)."""
+    from . import _engine
+
+    return _engine.build_report()
+
+
+def report_dict():
+    return report().to_dict()
+
+
+def is_applied(name):
+    from . import _engine
+
+    return _engine.context_of(name) is not None
+
+
+def get_original(name, target):
+    """The object patch ``name`` replaced, e.g. ``get_original("tuple_partition_inputs",
+    "torch_tensorrt.dynamo.partitioning.construct_submodule_inputs")``; None when it is not applied."""
+    from . import _engine
+
+    context = _engine.context_of(name)
+    return None if context is None else context.originals.get(target)
+
+
+def _on_torch_tensorrt_imported(module):
+    from . import _engine
+
+    _engine.on_torch_tensorrt_imported(module)
+
+
+def _activate():
+    from ._import_hook import when_imported
+
+    when_imported("torch_tensorrt", _on_torch_tensorrt_imported)
+
+
+_activate()

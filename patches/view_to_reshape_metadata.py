@@ -1,0 +1,42 @@
+"""Keep each node's own metadata when Torch-TensorRT lowers ``aten.view`` to ``aten.reshape``.
+
+Upstream defect pytorch/TensorRT#3221. The ``view_to_reshape`` lowering pass of Torch-TensorRT
+2.3-2.5 snapshots the ``meta`` dicts of all ``aten.view.default`` nodes in graph order, rewrites
+the graph with ``torch.fx.subgraph_rewriter.replace_pattern`` and then hands the snapshots to the
+new ``aten.reshape.default`` nodes, again in graph order. ``replace_pattern`` inserts every
+replacement right before the first user of its match, so whenever a later view is consumed before
+an earlier one the new nodes come out in a different order and receive another node's metadata
+(shape, dtype, stack trace). Torch-TensorRT 2.2.0 drops that metadata altogether.
+
+Rewriting is unnecessary in the first place: ``aten.reshape.default`` takes exactly the arguments
+of ``aten.view.default`` and produces the same value, so retargeting the existing nodes in place
+keeps every node's identity, name, position, users and -- the point of this patch -- its own
+``meta``.
+"""
+import torch
+
+_VIEW = torch.ops.aten.view.default
+_RESHAPE = torch.ops.aten.reshape.default
+
+
+def replace_views_with_reshapes(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+    """Retarget every ``aten.view.default`` call in ``gm`` to ``aten.reshape.default``, in place.
+
+    Reshape is what upstream lowers to because, unlike view, it does not fail on inputs whose
+    strides are incompatible with the requested shape; it accepts the same ``(input, shape)``
+    arguments, so only the target needs to change. Runs in one pass over the graph and
+    regenerates the code only when a node was changed. Returns ``gm`` so it can stand in for the
+    upstream lowering pass.
+    """
+    changed = False
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is _VIEW:
+            # Assigning through Node.__setattr__ keeps the graph's find_nodes lookup table in sync.
+            node.target = _RESHAPE
+            changed = True
+    if changed:
+        gm.recompile()
+    return gm
+
+
+# --- patch registration (added by the lead) ---
