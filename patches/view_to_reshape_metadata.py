@@ -15,6 +15,8 @@ keeps every node's identity, name, position, users and -- the point of this patc
 """
 import torch
 
+from trt_compat._patching import Patch, PatchContext, TargetChanged, lowering_pass, post_lowering_passes
+
 _VIEW = torch.ops.aten.view.default
 _RESHAPE = torch.ops.aten.reshape.default
 
@@ -39,4 +41,24 @@ def replace_views_with_reshapes(gm: torch.fx.GraphModule) -> torch.fx.GraphModul
     return gm
 
 
-# --- patch registration (added by the lead) ---
+
+PATCH = Patch(
+    name="view_to_reshape_metadata",
+    title="view_to_reshape keeps each node's own metadata",
+    issue="https://github.com/pytorch/TensorRT/issues/3221",
+    first_affected="2.2.0",
+    fixed_in="2.6.0",
+    why=(
+        "Upstream's view_to_reshape pass hands the collected view metadata back by graph order after "
+        "replace_pattern has moved the replacements (2.3-2.5), or drops it (2.2.0). 2.6 fixed the pass and "
+        "2.7 removed it."
+    ),
+)
+
+
+def apply(ctx: PatchContext) -> None:
+    manager = post_lowering_passes(ctx)
+    upstream = ctx.find_pass(manager, "view_to_reshape")
+    if upstream is None:
+        raise TargetChanged("the post-lowering pass list has no view_to_reshape pass")
+    ctx.replace_pass(manager, upstream, lowering_pass(replace_views_with_reshapes))

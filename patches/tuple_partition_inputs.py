@@ -1,0 +1,699 @@
+"""Repair partition inputs whose metadata is a tuple or missing before Torch-TensorRT reads it.
+
+Upstream defect pytorch/TensorRT#3185. ``partitioning.construct_submodule_inputs`` turns every
+placeholder of an accelerated submodule into a ``torch_tensorrt.Input`` using the placeholder's
+``meta['val']`` (or ``meta['tensor_meta']``). The partitioner (``split_by_tags`` for the fast
+partitioner, the capability-based fuser for the global one) fills that metadata with a shallow
+copy of the metadata of the parent-graph node producing the value, so whatever is wrong there is
+copied across the boundary:
+
+* a lowering pass may reuse a replaced node's ``meta``: the fused ``max_pool2d.default`` node built
+  from ``max_pool2d_with_indices`` keeps the ``(values, indices)`` tuple although it returns one
+  tensor (upstream raises ``ValueError: The meta val for input node ... <class 'tuple'>``);
+* a pass may create the node with empty metadata (``AssertionError: ... does not contain
+  metadata``);
+* a multi-output op may end one partition while its ``getitem`` consumers start the next, so a
+  real tuple crosses into a TensorRT engine, which only accepts tensors.
+
+This module inspects the placeholders of a submodule, finds the node feeding each bad one in the
+parent graph, recomputes the value that really flows there on fake tensors, and either rewrites
+the placeholder's metadata (single tensor) or moves the tuple indexing into the parent so that
+only tensors cross the boundary. Placeholders whose metadata upstream already accepts are never
+touched, so Inputs for healthy graphs stay exactly as upstream builds them. Nothing here imports
+torch_tensorrt: the functions work on plain ``torch.fx`` graphs; ``apply`` at the end installs them.
+"""
+import dataclasses
+import inspect
+import logging
+import operator
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import torch
+from torch._guards import detect_fake_mode
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+from torch.fx import GraphModule, Node
+from torch.fx.node import map_arg
+from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
+from torch.utils._pytree import tree_leaves, tree_map
+
+from trt_compat._patching import Patch, PatchContext, TargetChanged
+
+logger = logging.getLogger("trt_compat")
+
+_REMEDY = (
+    "Remedy: add {op} to torch_executed_ops together with its consumers so the value never "
+    "enters a TensorRT engine, or make the lowering pass that created it set a single-tensor "
+    "meta['val']; or leave trt_compat's tuple_pooling patch enabled."
+)
+
+
+class PartitionInputError(ValueError):
+    """A submodule input cannot be described as a TensorRT input, even after repair.
+
+    Subclasses ValueError because upstream raises ValueError for tuple-valued inputs, so callers
+    that already handle that keep working.
+    """
+
+
+class _Unrecoverable(Exception):
+    """The true value of a node cannot be recomputed; carries the reason for the final error."""
+
+
+# Child GraphModule -> weak reference to the partitioned module that calls it. Both sides are
+# weak so remembering a partition never extends the life of any graph.
+_PARENTS: "weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
+
+
+def remember_partition(parent: GraphModule) -> None:
+    """Record ``parent`` as the graph that calls each of its GraphModule children.
+
+    ``construct_submodule_inputs`` only receives the child, but repairing it needs the node that
+    feeds each input, which lives in the parent.
+    """
+    parent_ref = weakref.ref(parent)
+    for node in parent.graph.nodes:
+        if node.op == "call_module":
+            child = _submodule(parent, node.target)
+            if isinstance(child, GraphModule):
+                _PARENTS[child] = parent_ref
+
+
+def partition_parent(submodule: torch.nn.Module) -> Optional[Tuple[GraphModule, List[Node]]]:
+    """The remembered parent of ``submodule`` and its call_module nodes calling it, or None.
+
+    The calls are looked up now rather than at registration time because passes may rewrite the
+    parent graph in between.
+    """
+    parent_ref = _PARENTS.get(submodule)
+    parent = parent_ref() if parent_ref is not None else None
+    if parent is None:
+        return None
+    calls = _calls_of(parent, submodule)
+    return (parent, calls) if calls else None
+
+
+def boundary_problems(submodule: GraphModule) -> List[Node]:
+    """Placeholders of ``submodule`` from which upstream cannot build a ``torch_tensorrt.Input``."""
+    return [
+        node
+        for node in submodule.graph.nodes
+        if node.op == "placeholder" and _metadata_problem(node) is not None
+    ]
+
+
+def repair_submodule_inputs(
+    submodule: GraphModule, parent: Optional[GraphModule] = None
+) -> List[str]:
+    """Fix every placeholder reported by :func:`boundary_problems`; describe what was done.
+
+    ``parent`` defaults to the graph remembered by :func:`remember_partition`. All placeholders
+    are analysed before anything is modified, so a :class:`PartitionInputError` leaves both
+    graphs as they were.
+    """
+    problems = boundary_problems(submodule)
+    if not problems:
+        return []
+    if parent is None:
+        found = partition_parent(submodule)
+        parent, calls = found if found is not None else (None, [])
+    else:
+        calls = _calls_of(parent, submodule)
+    if parent is None or not calls:
+        raise _orphan_error(problems[0])
+
+    evaluator = _FakeEvaluator(parent, _fake_mode(parent, submodule))
+    plans = [_plan(parent, submodule, calls, node, evaluator) for node in problems]
+
+    repairs = []
+    parent_changed = False
+    for plan in plans:
+        if plan.indices is None:
+            repairs.append(_apply_tensor(plan))
+        else:
+            repairs.append(_apply_hoist(parent, submodule, plan))
+            parent_changed = True
+    if parent_changed:
+        for gm in (submodule, parent):
+            gm.graph.lint()
+            gm.recompile()
+    return repairs
+
+
+# ---------------------------------------------------------------------------------------------
+# Metadata inspection
+
+
+def _metadata_problem(node: Node) -> Optional[str]:
+    """Why upstream would reject ``node``'s metadata, mirroring its checks; None if it would not."""
+    meta = node.meta
+    if not meta:
+        return "has no metadata"
+    if "val" in meta:
+        val = meta["val"]
+        if isinstance(val, (tuple, list)):
+            return f"has a {type(val).__name__} meta['val']"
+        if val is None:
+            return "has meta['val'] = None"
+        return None
+    if "tensor_meta" not in meta:
+        return "has neither meta['val'] nor meta['tensor_meta']"
+    # TensorMetadata is itself a NamedTuple, so test for it before testing for plain tuples.
+    if not isinstance(meta["tensor_meta"], TensorMetadata):
+        return f"has a {type(meta['tensor_meta']).__name__} meta['tensor_meta']"
+    return None
+
+
+def _is_tensor_type(jit_type: Any) -> bool:
+    if isinstance(jit_type, torch._C.OptionalType):
+        jit_type = jit_type.getElementType()
+    return isinstance(jit_type, torch._C.TensorType)
+
+
+def _matches_type(value: Any, jit_type: Any) -> bool:
+    """Whether ``value`` has the structure a schema type promises (Tensor vs. list vs. scalar)."""
+    if isinstance(jit_type, torch._C.TensorType):
+        return isinstance(value, torch.Tensor)
+    if isinstance(jit_type, torch._C.OptionalType):
+        return value is None or _matches_type(value, jit_type.getElementType())
+    if isinstance(jit_type, torch._C.ListType):
+        return isinstance(value, (list, tuple)) and all(
+            _matches_type(v, jit_type.getElementType()) for v in value
+        )
+    return not isinstance(value, (list, tuple, torch.Tensor))
+
+
+def _fits_schema(op: torch._ops.OpOverload, value: Any) -> bool:
+    returns = op._schema.returns
+    if not returns:
+        return value is None
+    if len(returns) == 1:
+        return _matches_type(value, returns[0].type)
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == len(returns)
+        and all(_matches_type(v, r.type) for v, r in zip(value, returns))
+    )
+
+
+def _consumed_as_tensor(user: Node, node: Node) -> bool:
+    """Whether ``user`` takes ``node`` where a single Tensor is expected."""
+    if user.op == "call_method":
+        return user.args[0] is node
+    if user.op != "call_function" or not isinstance(user.target, torch._ops.OpOverload):
+        return False
+    arguments = user.target._schema.arguments
+    by_name = {a.name: a for a in arguments}
+    slots = [arguments[i].type for i, a in enumerate(user.args) if a is node and i < len(arguments)]
+    slots += [by_name[k].type for k, a in user.kwargs.items() if a is node and k in by_name]
+    # A node nested in a list argument (e.g. cat's Tensor[]) is not counted, so no slots then.
+    return bool(slots) and all(_is_tensor_type(t) for t in slots)
+
+
+# ---------------------------------------------------------------------------------------------
+# Graph helpers
+
+
+def _submodule(gm: torch.nn.Module, target: str) -> Optional[torch.nn.Module]:
+    try:
+        return gm.get_submodule(target)
+    except AttributeError:
+        return None
+
+
+def _calls_of(parent: GraphModule, submodule: torch.nn.Module) -> List[Node]:
+    # Compared by identity: two targets may name the same module, and a module may be called
+    # more than once.
+    return [
+        node
+        for node in parent.graph.nodes
+        if node.op == "call_module" and _submodule(parent, node.target) is submodule
+    ]
+
+
+def _placeholders(gm: GraphModule) -> List[Node]:
+    return [node for node in gm.graph.nodes if node.op == "placeholder"]
+
+
+def _output_node(gm: GraphModule) -> Node:
+    for node in reversed(gm.graph.nodes):
+        if node.op == "output":
+            return node
+    raise _Unrecoverable(f"graph of {type(gm).__name__} has no output node")
+
+
+def _bound_argument(call: Node, position: int, placeholder: Node) -> Any:
+    """What ``call`` passes for the ``position``-th placeholder: positional first, then by name."""
+    if position < len(call.args):
+        return call.args[position]
+    if placeholder.target in call.kwargs:
+        return call.kwargs[placeholder.target]
+    if placeholder.args:
+        return placeholder.args[0]
+    raise _Unrecoverable(f"'{call.name}' does not pass input '{placeholder.target}'")
+
+
+def _op_name(node: Node) -> str:
+    if node.op == "call_function":
+        if isinstance(node.target, torch._ops.OpOverload):
+            return str(node.target)
+        module = getattr(node.target, "__module__", None)
+        name = getattr(node.target, "__qualname__", None) or getattr(node.target, "__name__", "")
+        return f"{module}.{name}" if module else name or repr(node.target)
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    if node.op == "call_module":
+        return f"submodule '{node.target}'"
+    if node.op == "get_attr":
+        return f"attribute '{node.target}'"
+    return "a graph input"
+
+
+def _origin(parent: GraphModule, node: Node) -> Tuple[Node, Optional[str]]:
+    """The node that actually computes ``node``'s value, looking through submodule calls.
+
+    Partitioners route values between submodules through call_module (and getitem) nodes, which
+    say nothing about the op that made the value; error messages should name that op.
+    """
+    gm, owner, index = parent, None, None
+    while True:
+        if (
+            node.op == "call_function"
+            and node.target is operator.getitem
+            and isinstance(node.args[0], Node)
+            and node.args[0].op == "call_module"
+            and isinstance(node.args[1], int)
+        ):
+            node, index = node.args[0], node.args[1]
+            continue
+        sub = _submodule(gm, node.target) if node.op == "call_module" else None
+        if not isinstance(sub, GraphModule):
+            return node, owner
+        result = _output_node(sub).args[0]
+        if index is not None:
+            if not isinstance(result, (tuple, list)):
+                return node, owner
+            result, index = result[index], None
+        if not isinstance(result, Node):
+            return node, owner
+        owner = node.target if owner is None else f"{owner}.{node.target}"
+        gm, node = sub, result
+
+
+def _describe_producer(parent: GraphModule, node: Node) -> Tuple[str, str]:
+    """Human-readable description of the producer of ``node`` and the name of its op."""
+    inner, owner = _origin(parent, node)
+    op = _op_name(inner)
+    text = f"node '{inner.name}' ({op})"
+    if owner is not None:
+        text += f" inside submodule '{owner}', reaching the parent graph as '{node.name}'"
+    return text, op
+
+
+def _describe_value(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        shape = ", ".join(map(str, value.shape))
+        return f"Tensor(shape=[{shape}], dtype={value.dtype}, device={value.device})"
+    if isinstance(value, (tuple, list)):
+        items = ", ".join(_describe_value(v) for v in value)
+        return f"{type(value).__name__} of {len(value)} ({items})"
+    return type(value).__name__
+
+
+def _layout(t: torch.Tensor) -> Tuple[Any, ...]:
+    # Symbolic sizes compare by expression text so that comparing them adds no shape guards.
+    return tuple(map(str, t.shape)), tuple(map(str, t.stride())), t.dtype, t.device
+
+
+def _with_val(meta: Dict[str, Any], value: torch.Tensor) -> Dict[str, Any]:
+    """A new metadata dict describing ``value``; the old dict may be shared with other nodes."""
+    fresh = dict(meta)
+    fresh["val"] = value
+    if "tensor_meta" in fresh:
+        fresh["tensor_meta"] = _extract_tensor_metadata(value)
+    return fresh
+
+
+# ---------------------------------------------------------------------------------------------
+# Recomputing true values on fake tensors
+
+
+def _fake_mode(*modules: GraphModule) -> FakeTensorMode:
+    """The fake mode the graphs' metadata was traced with, so symbolic sizes stay comparable."""
+    fakes = [
+        leaf
+        for gm in modules
+        for node in gm.graph.nodes
+        for leaf in tree_leaves(node.meta.get("val"))
+        if isinstance(leaf, FakeTensor)
+    ]
+    return detect_fake_mode(fakes) or FakeTensorMode()
+
+
+class _FakeEvaluator:
+    """Lazily computes the runtime value of nodes of one graph as fake tensors.
+
+    A node's ``meta['val']`` is used as is when it is consistent with what the node returns
+    (checked against the op schema where there is one); otherwise the node is re-run on its
+    inputs' values, which are obtained the same way. Submodule calls are always re-run, because
+    partitioners either leave call_module nodes without metadata or copy the (possibly stale)
+    metadata of the submodule's output onto them.
+    """
+
+    def __init__(
+        self, gm: GraphModule, mode: FakeTensorMode, seeds: Optional[Dict[Node, Any]] = None
+    ) -> None:
+        self.gm = gm
+        self.mode = mode
+        self.values: Dict[Node, Any] = dict(seeds or {})
+
+    def value(self, node: Node) -> Any:
+        # Iterative depth-first walk: chains of stale nodes can be longer than Python's
+        # recursion limit.
+        stack = [node]
+        while stack:
+            current = stack[-1]
+            if current in self.values:
+                stack.pop()
+                continue
+            trusted = self._trusted_value(current)
+            if trusted is not None:
+                self.values[current] = trusted
+                stack.pop()
+                continue
+            pending = [n for n in current.all_input_nodes if n not in self.values]
+            if pending:
+                stack.extend(pending)
+                continue
+            self.values[current] = self._run(current)
+            stack.pop()
+        return self.values[node]
+
+    def _to_fake(self, value: Any) -> Any:
+        def convert(leaf: Any) -> Any:
+            if isinstance(leaf, torch.Tensor) and not isinstance(leaf, FakeTensor):
+                return self.mode.from_tensor(leaf, static_shapes=True)
+            return leaf
+
+        return tree_map(convert, value)
+
+    def _trusted_value(self, node: Node) -> Any:
+        """The node's recorded value if it can be believed, else None."""
+        if node.op == "call_module" or node.meta.get("val") is None:
+            return None
+        val = node.meta["val"]
+        if node.op == "call_function":
+            target = node.target
+            if isinstance(target, torch._ops.OpOverload) and not _fits_schema(target, val):
+                return None
+            if node.target is operator.getitem and isinstance(val, (tuple, list)):
+                return None
+        elif isinstance(val, (tuple, list)):
+            return None
+        return self._to_fake(val)
+
+    def _run(self, node: Node) -> Any:
+        if node.op == "placeholder":
+            raise _Unrecoverable(
+                f"graph input '{node.name}' of the parent graph has no usable meta['val']"
+            )
+        if node.op == "get_attr":
+            owner, _, name = node.target.rpartition(".")
+            return self._to_fake(getattr(self.gm.get_submodule(owner), name))
+        args = map_arg(node.args, self.values.__getitem__)
+        kwargs = map_arg(node.kwargs, self.values.__getitem__)
+        if node.op == "call_module":
+            return self._run_submodule(node, args, kwargs)
+        try:
+            with self.mode:
+                if node.op == "call_method":
+                    return getattr(args[0], node.target)(*args[1:], **kwargs)
+                return node.target(*args, **kwargs)
+        except Exception as e:
+            raise _Unrecoverable(
+                f"re-running '{node.name}' ({_op_name(node)}) on fake inputs failed: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+
+    def _run_submodule(self, node: Node, args: Any, kwargs: Any) -> Any:
+        sub = _submodule(self.gm, node.target)
+        if not isinstance(sub, GraphModule):
+            raise _Unrecoverable(
+                f"'{node.name}' calls {type(sub).__name__} '{node.target}', which is not an "
+                "fx GraphModule and cannot be re-run on fake inputs"
+            )
+        seeds = {}
+        for position, placeholder in enumerate(_placeholders(sub)):
+            if position < len(args):
+                seeds[placeholder] = args[position]
+            elif placeholder.target in kwargs:
+                seeds[placeholder] = kwargs[placeholder.target]
+            elif placeholder.args:
+                seeds[placeholder] = placeholder.args[0]
+            else:
+                raise _Unrecoverable(f"'{node.name}' does not pass input '{placeholder.target}'")
+        inner = _FakeEvaluator(sub, self.mode, seeds)
+        return map_arg(_output_node(sub).args[0], inner.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Planning and applying repairs
+
+
+@dataclasses.dataclass
+class _Plan:
+    placeholder: Node
+    problem: str
+    submodule_name: str
+    producer_text: str
+    # One (call node, producer node, true value) per call of the submodule.
+    bindings: List[Tuple[Node, Node, Any]]
+    # None for a single-tensor input; the used tuple indices when the tuple is hoisted.
+    indices: Optional[List[int]] = None
+
+
+def _orphan_error(placeholder: Node) -> PartitionInputError:
+    problem = _metadata_problem(placeholder)
+    users = list(placeholder.users)
+    consumers = ", ".join(sorted({_op_name(u) for u in users})) or "no node"
+    val = placeholder.meta.get("val")
+    stale = users and all(_consumed_as_tensor(u, placeholder) for u in users)
+    if isinstance(val, (tuple, list)) and stale:
+        return PartitionInputError(
+            f"Submodule input '{placeholder.name}' {problem}, but every user inside the submodule "
+            f"({consumers}) consumes it as a single Tensor: the metadata is stale (copied from a "
+            "node a lowering pass replaced) and could not be recomputed without the parent graph, "
+            "which was not recorded for this submodule. "
+            + _REMEDY.format(op="the op producing it")
+        )
+    return PartitionInputError(
+        f"Submodule input '{placeholder.name}' {problem} (used by {consumers}); its producer is "
+        "unknown because no parent graph was recorded for this submodule, so the value that "
+        "really flows there cannot be determined. " + _REMEDY.format(op="the op producing it")
+    )
+
+
+def _getitem_indices(placeholder: Node, length: int) -> Optional[List[int]]:
+    """Sorted tuple indices used, if every user is ``getitem(placeholder, constant)``."""
+    indices = set()
+    for user in placeholder.users:
+        if (
+            user.op != "call_function"
+            or user.target is not operator.getitem
+            or user.kwargs
+            or user.args[0] is not placeholder
+            or not isinstance(user.args[1], int)
+            or not -length <= user.args[1] < length
+        ):
+            return None
+        indices.add(user.args[1] % length)
+    return sorted(indices)
+
+
+def _plan(
+    parent: GraphModule,
+    submodule: GraphModule,
+    calls: List[Node],
+    placeholder: Node,
+    evaluator: _FakeEvaluator,
+) -> _Plan:
+    problem = _metadata_problem(placeholder)
+    position = _placeholders(submodule).index(placeholder)
+    submodule_name = calls[0].target
+    where = f"Input '{placeholder.name}' of submodule '{submodule_name}' {problem}"
+
+    bindings = []
+    for call in calls:
+        try:
+            producer = _bound_argument(call, position, placeholder)
+        except _Unrecoverable as e:
+            raise PartitionInputError(f"{where}, and {e}.") from None
+        if not isinstance(producer, Node):
+            raise PartitionInputError(
+                f"{where}; '{call.name}' passes the constant {producer!r} for it, which is not "
+                "a tensor."
+            )
+        try:
+            bindings.append((call, producer, evaluator.value(producer)))
+        except _Unrecoverable as e:
+            text, op = _describe_producer(parent, producer)
+            raise PartitionInputError(
+                f"{where}. It is produced by {text}, whose runtime value could not be "
+                f"recomputed: {e}. " + _REMEDY.format(op=op)
+            ) from None
+
+    text, op = _describe_producer(parent, bindings[0][1])
+    plan = _Plan(placeholder, problem, submodule_name, text, bindings)
+    values = [value for _, _, value in bindings]
+
+    if all(isinstance(v, torch.Tensor) for v in values):
+        if len({_layout(v) for v in values}) > 1:
+            raise PartitionInputError(
+                f"{where}. Its {len(calls)} calls pass tensors of different shapes or strides "
+                f"({'; '.join(_describe_value(v) for v in values)}), which one TensorRT input "
+                "cannot describe. " + _REMEDY.format(op=op)
+            )
+        return plan
+
+    if not all(isinstance(v, (tuple, list)) for v in values) or len({len(v) for v in values}) > 1:
+        raise PartitionInputError(
+            f"{where}. It is produced by {text}, which yields "
+            f"{' / '.join(_describe_value(v) for v in values)} at runtime; TensorRT inputs must "
+            "be tensors. " + _REMEDY.format(op=op)
+        )
+    indices = _getitem_indices(placeholder, len(values[0]))
+    if indices is None:
+        consumers = ", ".join(sorted({_op_name(u) for u in placeholder.users}))
+        raise PartitionInputError(
+            f"{where}. It is produced by {text} as a {_describe_value(values[0])}, and the "
+            f"submodule consumes the whole {type(values[0]).__name__} ({consumers}) instead of "
+            "indexing it with constant getitems, so it cannot be split into tensor inputs. "
+            + _REMEDY.format(op=op)
+        )
+    for i in indices:
+        elements = [v[i] for v in values]
+        if not all(isinstance(e, torch.Tensor) for e in elements):
+            raise PartitionInputError(
+                f"{where}. It is produced by {text}; element {i} of its value is "
+                f"{_describe_value(elements[0])}, not a tensor, so it cannot become a TensorRT "
+                "input. " + _REMEDY.format(op=op)
+            )
+        if len({_layout(e) for e in elements}) > 1:
+            raise PartitionInputError(
+                f"{where}. Element {i} has different shapes or strides across its "
+                f"{len(calls)} calls, which one TensorRT input cannot describe. "
+                + _REMEDY.format(op=op)
+            )
+    plan.indices = indices
+    return plan
+
+
+def _apply_tensor(plan: _Plan) -> str:
+    """Stale or lost metadata of a single-tensor input: describe the tensor that really flows."""
+    value = plan.bindings[0][2]
+    plan.placeholder.meta = _with_val(plan.placeholder.meta, value)
+    for _, producer, produced in plan.bindings:
+        current = producer.meta.get("val")
+        if not (isinstance(current, torch.Tensor) and _layout(current) == _layout(produced)):
+            producer.meta = _with_val(producer.meta, produced)
+    return (
+        f"{plan.submodule_name}: input '{plan.placeholder.name}' {plan.problem}; set its "
+        f"meta['val'] to {_describe_value(value)}, as produced at runtime by {plan.producer_text}"
+    )
+
+
+def _fresh_name(base: str, taken: set) -> str:
+    name, suffix = base, 0
+    while name in taken:
+        suffix += 1
+        name = f"{base}_{suffix}"
+    taken.add(name)
+    return name
+
+
+def _apply_hoist(parent: GraphModule, submodule: GraphModule, plan: _Plan) -> str:
+    """A real tuple crosses the boundary: index it in the parent and pass only the elements."""
+    old = plan.placeholder
+    graph = submodule.graph
+    position = _placeholders(submodule).index(old)
+    taken = {node.name for node in graph.nodes} | {
+        node.target for node in graph.nodes if node.op == "placeholder"
+    }
+    users_by_index: Dict[int, List[Node]] = {}
+    for user in old.users:
+        users_by_index.setdefault(user.args[1] % len(plan.bindings[0][2]), []).append(user)
+
+    new_placeholders = []
+    with graph.inserting_before(old):
+        for index in plan.indices:
+            users = users_by_index[index]
+            new = graph.placeholder(_fresh_name(f"{old.name}_{index}", taken))
+            # The getitem being replaced carries the element's stack trace and tensor_meta.
+            new.meta = _with_val(users[0].meta, plan.bindings[0][2][index])
+            for user in users:
+                user.replace_all_uses_with(new)
+                graph.erase_node(user)
+            new_placeholders.append(new)
+    graph.erase_node(old)
+
+    hoisted = []
+    for call, producer, value in plan.bindings:
+        with parent.graph.inserting_before(call):
+            items = []
+            for index in plan.indices:
+                item = parent.graph.call_function(operator.getitem, (producer, index))
+                item.meta = {"val": value[index]}
+                items.append(item)
+        if position < len(call.args):
+            call.args = call.args[:position] + tuple(items) + call.args[position + 1 :]
+        else:
+            kwargs = {k: v for k, v in call.kwargs.items() if k != old.target}
+            kwargs.update((p.target, item) for p, item in zip(new_placeholders, items))
+            call.kwargs = kwargs
+        hoisted.extend(item.name for item in items)
+
+    return (
+        f"{plan.submodule_name}: input '{old.name}' {plan.problem} and receives a real "
+        f"tuple from {plan.producer_text}; moved its elements {plan.indices} into the parent "
+        f"({', '.join(hoisted)}) and replaced it with inputs "
+        f"{', '.join(p.name for p in new_placeholders)}"
+    )
+
+
+
+PATCH = Patch(
+    name="tuple_partition_inputs",
+    title="partition inputs are built from the tensor that really crosses the boundary",
+    issue="https://github.com/pytorch/TensorRT/issues/3185",
+    first_affected="2.2.0",
+    fixed_in=None,
+    why=(
+        "construct_submodule_inputs aborts on a placeholder whose meta['val'] is a tuple or whose metadata is "
+        "missing. On 2.2-2.4 upstream's own max-pool fusion leaves such metadata; the check is unchanged up to "
+        "the newest release, so any pass that leaves a tuple val still aborts compilation."
+    ),
+)
+
+
+def _remember_parent(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+    result = wrapped(*args, **kwargs)
+    remember_partition(result[0] if isinstance(result, tuple) else result)
+    return result
+
+
+def _repair_then_construct(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+    submodule = args[0] if args else kwargs["module"]
+    for note in repair_submodule_inputs(submodule):
+        logger.info("trt_compat: %s", note)
+    return wrapped(*args, **kwargs)
+
+
+def apply(ctx: PatchContext) -> None:
+    partitioning = ctx.import_module("torch_tensorrt.dynamo.partitioning")
+    construct = ctx.require_attr(partitioning, "construct_submodule_inputs", callable)
+    if "module" not in inspect.signature(construct).parameters:
+        raise TargetChanged("construct_submodule_inputs no longer takes `module`")
+    for name in ("fast_partition", "global_partition"):
+        if callable(getattr(partitioning, name, None)):
+            ctx.wrap_function(partitioning, name, _remember_parent)
+    ctx.wrap_function(partitioning, "construct_submodule_inputs", _repair_then_construct)
