@@ -190,10 +190,10 @@ def build_report() -> Report:
             record = _records.get(patch.name)
             if record is not None:
                 state, reason = record.state, record.reason
-            elif version is None:
-                state, reason = NOT_INSTALLED, "torch-tensorrt is not installed"
             elif config.is_disabled(patch.name):
                 state, reason = DISABLED, "disabled by TRT_COMPAT_DISABLE"
+            elif version is None:
+                state, reason = NOT_INSTALLED, "torch-tensorrt is not installed"
             elif release is not None and not patch.needed_on(release):
                 state, reason = NOT_NEEDED, f"torch-tensorrt {version} is outside {patch.affects}"
             else:

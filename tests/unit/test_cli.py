@@ -1,0 +1,36 @@
+"""The two commands people run: the report and the demonstration."""
+import json
+import os
+import subprocess
+import sys
+
+
+def run_cli(*args, **env):
+    return subprocess.run([sys.executable, "-m", "trt_compat", *args], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=300)
+
+
+def test_json_report_lists_every_patch_with_its_state():
+    result = run_cli("--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["versions"]["torch"]
+    names = {p["name"] for p in report["patches"]}
+    assert names == {"view_to_reshape_metadata", "tuple_partition_inputs", "tuple_pooling"}
+    for patch in report["patches"]:
+        assert patch["issue"].startswith("https://github.com/pytorch/TensorRT/issues/")
+        assert patch["state"] in {"applied", "not_needed", "disabled", "failed", "skipped", "pending",
+                                  "reverted", "not_installed"}
+
+
+def test_disabled_patches_are_reported_as_disabled():
+    result = run_cli("--json", TRT_COMPAT_DISABLE="tuple_pooling")
+    states = {p["name"]: p["state"] for p in json.loads(result.stdout)["patches"]}
+    assert states["tuple_pooling"] == "disabled"
+    assert states["view_to_reshape_metadata"] != "disabled"
+
+
+def test_demo_runs_its_checks_on_the_embedded_model():
+    from trt_compat.demo import run_demo
+
+    assert run_demo() == 0
