@@ -19,8 +19,8 @@ def apply():
     if "torch_tensorrt" not in sys.modules:
         try:
             import torch_tensorrt  # noqa: F401  (the post-import hook applies the patches)
-        except ImportError:
-            return _engine.build_report()
+        except Exception as exc:  # not installed, or an install whose own import fails
+            _engine.note_import_failure(exc)
         return _engine.build_report()
     return _engine.apply_patches()
 

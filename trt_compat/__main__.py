@@ -5,6 +5,7 @@
     python -m trt_compat demo       run the demonstration on the embedded default model
 """
 import argparse
+import contextlib
 import json
 import sys
 
@@ -22,7 +23,9 @@ def main(argv=None) -> int:
 
         return run_demo()
     try:
-        report = trt_compat.apply()
+        # torch_tensorrt prints some import problems to stdout; keep stdout for the report alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            report = trt_compat.apply()
     except trt_compat.PatchError as exc:
         print(exc, file=sys.stderr)
         report = trt_compat.report()

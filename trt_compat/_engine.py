@@ -81,6 +81,15 @@ class _Record:
 
 _records: Dict[str, _Record] = {}
 _discovered: Optional[List[Tuple[Patch, ModuleType]]] = None
+_import_failure: Optional[str] = None
+
+
+def note_import_failure(exc: BaseException) -> None:
+    """Remember why ``import torch_tensorrt`` failed under ``trt_compat.apply()``, for the report."""
+    global _import_failure
+    if installed_versions()["torch_tensorrt"] is not None:
+        _import_failure = f"import torch_tensorrt failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        logger.warning("trt_compat: %s", _import_failure)
 
 
 def discover_patches() -> List[Tuple[Patch, ModuleType]]:
@@ -196,6 +205,8 @@ def build_report() -> Report:
                 state, reason = NOT_INSTALLED, "torch-tensorrt is not installed"
             elif release is not None and not patch.needed_on(release):
                 state, reason = NOT_NEEDED, f"torch-tensorrt {version} is outside {patch.affects}"
+            elif _import_failure is not None and TARGET_MODULE not in sys.modules:
+                state, reason = PENDING, _import_failure
             else:
                 state, reason = PENDING, "applied when torch_tensorrt is imported"
             statuses.append(PatchStatus(patch.name, patch.title, patch.issue, patch.affects, state, reason))
