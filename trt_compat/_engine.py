@@ -3,6 +3,7 @@
 Everything here runs under one re-entrant lock: the post-import hook and explicit ``apply()`` calls may race
 from several threads, and the hook fires inside ``apply()`` itself when that call imports torch_tensorrt.
 """
+import contextlib
 import importlib
 import logging
 import pkgutil
@@ -10,11 +11,13 @@ import sys
 import threading
 from dataclasses import asdict, dataclass, field
 from types import ModuleType
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
+from . import audit
 from ._config import read_config
 from ._detect import installed_versions, release_of
 from ._patching import Patch, PatchContext, PatchError, TargetChanged
+from ._tested import UNTESTED, newest_tested, release_status
 
 logger = logging.getLogger("trt_compat")
 
@@ -29,7 +32,10 @@ PENDING = "pending"
 REVERTED = "reverted"
 NOT_INSTALLED = "not_installed"
 
-_lock = threading.RLock()
+# importlib.reload() re-runs this file in the same namespace. The lock and the records of applied patches must
+# survive it: with fresh ones apply() would patch a second time on top and revert() could no longer find the
+# originals.
+_lock = globals().get("_lock") or threading.RLock()
 
 
 @dataclass
@@ -47,13 +53,16 @@ class Report:
     versions: Dict[str, Optional[str]]
     patches: List[PatchStatus] = field(default_factory=list)
     strict: bool = False
+    release_status: str = "unknown"  # "tested" / "untested" / "unknown": see trt_compat._tested
 
     def to_dict(self) -> dict:
-        return {"versions": dict(self.versions), "strict": self.strict, "patches": [asdict(p) for p in self.patches]}
+        return {"versions": dict(self.versions), "strict": self.strict, "release_status": self.release_status,
+                "patches": [asdict(p) for p in self.patches]}
 
     @property
     def failed(self) -> List[PatchStatus]:
-        return [p for p in self.patches if p.state == FAILED]
+        """Patches that were needed but are not in place: what strict mode refuses."""
+        return [p for p in self.patches if p.state in (FAILED, SKIPPED)]
 
     def __str__(self) -> str:
         v = self.versions
@@ -62,6 +71,7 @@ class Report:
             + (f" ({v['torch_tensorrt_distribution']})" if v.get("torch_tensorrt_distribution") else ""),
             f"torch          {v.get('torch') or 'not installed'}",
             f"tensorrt       {v.get('tensorrt') or 'not installed'}",
+            f"release        {self._release_line()}",
             "",
         ]
         width = max((len(p.name) for p in self.patches), default=0)
@@ -69,6 +79,13 @@ class Report:
             reason = f"  ({p.reason})" if p.reason else ""
             lines.append(f"{p.name:<{width}}  {p.state:<13} {p.issue}{reason}")
         return "\n".join(lines)
+
+    def _release_line(self) -> str:
+        if self.release_status != UNTESTED:
+            return self.release_status
+        applied = ", ".join(p.name for p in self.patches if p.state == APPLIED) or "none"
+        return (f"untested release (tested: up to {newest_tested()}); each patch decided by its version range and "
+                f"its feature check; applied: {applied}")
 
 
 @dataclass
@@ -79,7 +96,7 @@ class _Record:
     context: Optional[PatchContext] = None
 
 
-_records: Dict[str, _Record] = {}
+_records: Dict[str, _Record] = globals().get("_records", {})  # kept across reload, see _lock
 _discovered: Optional[List[Tuple[Patch, ModuleType]]] = None
 _import_failure: Optional[str] = None
 
@@ -90,6 +107,7 @@ def note_import_failure(exc: BaseException) -> None:
     if installed_versions()["torch_tensorrt"] is not None:
         _import_failure = f"import torch_tensorrt failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
         logger.warning("trt_compat: %s", _import_failure)
+        _raise_if_strict([_import_failure])
 
 
 def discover_patches() -> List[Tuple[Patch, ModuleType]]:
@@ -143,7 +161,7 @@ def _apply_one(patch: Patch, module: ModuleType, release: Optional[Tuple[int, ..
 
 def apply_patches() -> Report:
     """Apply every needed patch not yet applied; requires torch_tensorrt to be imported already."""
-    with _lock:
+    with _lock, _audit_lifted():
         version, release = _target_release()
         try:
             patches = discover_patches()
@@ -158,12 +176,13 @@ def apply_patches() -> Report:
             _records[patch.name] = _apply_one(patch, module, release, version)
         applied = [n for n, r in _records.items() if r.state == APPLIED]
         logger.info("trt_compat: torch-tensorrt %s, applied: %s", version, ", ".join(applied) or "none")
-        _raise_if_strict([f"{n}: {r.reason}" for n, r in _records.items() if r.state == FAILED])
+        # A patch skipped inside its range leaves the defect in place: strict mode treats that as a failure.
+        _raise_if_strict([f"{n}: {r.state}: {r.reason}" for n, r in _records.items() if r.state in (FAILED, SKIPPED)])
         return build_report()
 
 
 def revert_patches() -> Report:
-    with _lock:
+    with _lock, _audit_lifted():
         problems = []
         for name in reversed(list(_records)):
             record = _records[name]
@@ -179,6 +198,20 @@ def revert_patches() -> Report:
         return build_report()
 
 
+@contextlib.contextmanager
+def _audit_lifted() -> Iterator[None]:
+    """Take the metadata audit's pass wrappers off while patches change the pass list, then wrap it again.
+
+    Patches find upstream passes, and undo their own, by identity in that list; the audit wraps whatever the
+    list finally holds (see trt_compat.audit).
+    """
+    audit.uninstall()
+    try:
+        yield
+    finally:
+        audit.sync()
+
+
 def _raise_if_strict(problems: List[str]) -> None:
     if problems and read_config().strict:
         raise PatchError("trt_compat (strict mode): " + "; ".join(problems))
@@ -192,7 +225,8 @@ def build_report() -> Report:
         try:
             patches = discover_patches()
         except Exception as exc:
-            return Report(versions, [PatchStatus("*", "patches could not be loaded", "", "", FAILED, repr(exc))], strict)
+            return Report(versions, [PatchStatus("*", "patches could not be loaded", "", "", FAILED, repr(exc))], strict,
+                          release_status(*_target_release()))
         version, release = _target_release()
         config = read_config()
         for patch, _ in patches:
@@ -210,7 +244,7 @@ def build_report() -> Report:
             else:
                 state, reason = PENDING, "applied when torch_tensorrt is imported"
             statuses.append(PatchStatus(patch.name, patch.title, patch.issue, patch.affects, state, reason))
-        return Report(versions, statuses, strict)
+        return Report(versions, statuses, strict, release_status(version, release))
 
 
 def context_of(name: str) -> Optional[PatchContext]:

@@ -174,3 +174,22 @@ def test_out_of_range_and_disabled(monkeypatch):
     assert _engine._apply_one(VIEW_FIX, module, (2, 6, 0), "2.6.0").state == _engine.NOT_NEEDED
     monkeypatch.setenv("TRT_COMPAT_DISABLE", "p")
     assert _engine._apply_one(VIEW_FIX, module, (2, 4, 0), "2.4.0").state == _engine.DISABLED
+
+
+def test_strict_mode_raises_for_skipped_patches_and_default_mode_does_not(monkeypatch):
+    from trt_compat import PatchError
+
+    def apply(ctx):
+        raise TargetChanged("construct_submodule_inputs moved")
+
+    monkeypatch.setattr(_engine, "_records", {})
+    monkeypatch.setattr(_engine, "_discovered", [(VIEW_FIX, _patch_module(apply))])
+    monkeypatch.setattr(_engine, "_target_release", lambda: ("2.4.0", (2, 4, 0)))
+    report = _engine.apply_patches()
+    assert [(p.name, p.state) for p in report.patches] == [("p", _engine.SKIPPED)]
+    assert report.failed and "construct_submodule_inputs moved" in report.failed[0].reason
+
+    monkeypatch.setattr(_engine, "_records", {})
+    monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
+    with pytest.raises(PatchError, match="p: skipped: target changed: construct_submodule_inputs moved"):
+        _engine.apply_patches()
