@@ -60,9 +60,12 @@ class _Unrecoverable(Exception):
     """The true value of a node cannot be recomputed; carries the reason for the final error."""
 
 
-# Child GraphModule -> weak reference to the partitioned module that calls it. Both sides are
-# weak so remembering a partition never extends the life of any graph.
-_PARENTS: "weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref]" = weakref.WeakKeyDictionary()
+# Child GraphModule -> (weak reference to the partitioned module that calls it, weak references to
+# the call_module nodes calling it there). Everything is weak so remembering a partition never
+# extends the life of any graph.
+_PARENTS: "weakref.WeakKeyDictionary[torch.nn.Module, Tuple[weakref.ref, List[weakref.ref]]]" = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def remember_partition(parent: GraphModule) -> None:
@@ -72,24 +75,31 @@ def remember_partition(parent: GraphModule) -> None:
     feeds each input, which lives in the parent.
     """
     parent_ref = weakref.ref(parent)
+    calls: Dict[torch.nn.Module, List[weakref.ref]] = {}
     for node in parent.graph.nodes:
         if node.op == "call_module":
             child = _submodule(parent, node.target)
             if isinstance(child, GraphModule):
-                _PARENTS[child] = parent_ref
+                calls.setdefault(child, []).append(weakref.ref(node))
+    for child, refs in calls.items():
+        _PARENTS[child] = (parent_ref, refs)
 
 
 def partition_parent(submodule: torch.nn.Module) -> Optional[Tuple[GraphModule, List[Node]]]:
     """The remembered parent of ``submodule`` and its call_module nodes calling it, or None.
 
-    The calls are looked up now rather than at registration time because passes may rewrite the
-    parent graph in between.
+    Passes may rewrite the parent graph after it was remembered, so the calls found then are used
+    only if each is still in the graph and still calls ``submodule``; otherwise they are looked up
+    again. Not scanning the parent every time matters: this runs once per accelerated block, and
+    a scan per block is quadratic in the number of blocks.
     """
-    parent_ref = _PARENTS.get(submodule)
+    parent_ref, call_refs = _PARENTS.get(submodule, (None, ()))
     parent = parent_ref() if parent_ref is not None else None
     if parent is None:
         return None
-    calls = _calls_of(parent, submodule)
+    calls = [ref() for ref in call_refs]
+    if not all(_calls_submodule(parent, call, submodule) for call in calls):
+        calls = _calls_of(parent, submodule)
     return (parent, calls) if calls else None
 
 
@@ -221,14 +231,20 @@ def _submodule(gm: torch.nn.Module, target: str) -> Optional[torch.nn.Module]:
         return None
 
 
+def _calls_submodule(parent: GraphModule, node: Optional[Node], submodule: torch.nn.Module) -> bool:
+    # Compared by identity: two targets may name the same module.
+    return (
+        node is not None
+        and not node._erased
+        and node.graph is parent.graph
+        and node.op == "call_module"
+        and _submodule(parent, node.target) is submodule
+    )
+
+
 def _calls_of(parent: GraphModule, submodule: torch.nn.Module) -> List[Node]:
-    # Compared by identity: two targets may name the same module, and a module may be called
-    # more than once.
-    return [
-        node
-        for node in parent.graph.nodes
-        if node.op == "call_module" and _submodule(parent, node.target) is submodule
-    ]
+    # A module may be called more than once.
+    return [node for node in parent.graph.nodes if _calls_submodule(parent, node, submodule)]
 
 
 def _placeholders(gm: GraphModule) -> List[Node]:
@@ -339,15 +355,30 @@ def _with_val(meta: Dict[str, Any], value: torch.Tensor) -> Dict[str, Any]:
 
 
 def _fake_mode(*modules: GraphModule) -> FakeTensorMode:
-    """The fake mode the graphs' metadata was traced with, so symbolic sizes stay comparable."""
-    fakes = [
-        leaf
-        for gm in modules
-        for node in gm.graph.nodes
-        for leaf in tree_leaves(node.meta.get("val"))
-        if isinstance(leaf, FakeTensor)
-    ]
-    return detect_fake_mode(fakes) or FakeTensorMode()
+    """The fake mode the graphs' metadata was traced with, so symbolic sizes stay comparable.
+
+    All of a graph's fake values share one mode, so the first one found decides; stopping there
+    keeps this independent of the size of the parent graph, which it is called on once per block.
+    """
+    for gm in modules:
+        for node in gm.graph.nodes:
+            for leaf in tree_leaves(node.meta.get("val")):
+                if isinstance(leaf, FakeTensor):
+                    return detect_fake_mode([leaf])
+    return detect_fake_mode() or FakeTensorMode()
+
+
+def _believable(node: Node) -> bool:
+    """Whether ``node``'s recorded ``meta['val']`` is consistent with what the node returns."""
+    if node.op == "call_module" or node.meta.get("val") is None:
+        return False
+    val = node.meta["val"]
+    if node.op == "call_function":
+        target = node.target
+        if isinstance(target, torch._ops.OpOverload) and not _fits_schema(target, val):
+            return False
+        return not (target is operator.getitem and isinstance(val, (tuple, list)))
+    return not isinstance(val, (tuple, list))
 
 
 class _FakeEvaluator:
@@ -357,7 +388,9 @@ class _FakeEvaluator:
     (checked against the op schema where there is one); otherwise the node is re-run on its
     inputs' values, which are obtained the same way. Submodule calls are always re-run, because
     partitioners either leave call_module nodes without metadata or copy the (possibly stale)
-    metadata of the submodule's output onto them.
+    metadata of the submodule's output onto them; a submodule input whose placeholder has a
+    believable value of its own is not recomputed from the parent (else repairing the k-th block
+    of a chain of blocks would re-run all k-1 blocks before it).
     """
 
     def __init__(
@@ -381,7 +414,7 @@ class _FakeEvaluator:
                 self.values[current] = trusted
                 stack.pop()
                 continue
-            pending = [n for n in current.all_input_nodes if n not in self.values]
+            pending = [n for n in self._needed_inputs(current) if n not in self.values]
             if pending:
                 stack.extend(pending)
                 continue
@@ -399,18 +432,33 @@ class _FakeEvaluator:
 
     def _trusted_value(self, node: Node) -> Any:
         """The node's recorded value if it can be believed, else None."""
-        if node.op == "call_module" or node.meta.get("val") is None:
-            return None
-        val = node.meta["val"]
-        if node.op == "call_function":
-            target = node.target
-            if isinstance(target, torch._ops.OpOverload) and not _fits_schema(target, val):
-                return None
-            if node.target is operator.getitem and isinstance(val, (tuple, list)):
-                return None
-        elif isinstance(val, (tuple, list)):
-            return None
-        return self._to_fake(val)
+        return self._to_fake(node.meta["val"]) if _believable(node) else None
+
+    def _needed_inputs(self, node: Node) -> List[Node]:
+        """The nodes whose values running ``node`` takes from this graph."""
+        sub = _submodule(self.gm, node.target) if node.op == "call_module" else None
+        if not isinstance(sub, GraphModule):
+            return node.all_input_nodes
+        needed: List[Node] = []
+        for placeholder, arg in self._seeded_inputs(node, sub):
+            map_arg(arg, needed.append)
+        return needed
+
+    def _seeded_inputs(self, node: Node, sub: GraphModule) -> List[Tuple[Node, Any]]:
+        """(placeholder, argument) of each input of a submodule call whose value must come from here."""
+        seeded = []
+        for position, placeholder in enumerate(_placeholders(sub)):
+            if _believable(placeholder):
+                continue
+            if position < len(node.args):
+                seeded.append((placeholder, node.args[position]))
+            elif placeholder.target in node.kwargs:
+                seeded.append((placeholder, node.kwargs[placeholder.target]))
+            elif placeholder.args:
+                seeded.append((placeholder, placeholder.args[0]))
+            else:
+                raise _Unrecoverable(f"'{node.name}' does not pass input '{placeholder.target}'")
+        return seeded
 
     def _run(self, node: Node) -> Any:
         if node.op == "placeholder":
@@ -420,10 +468,10 @@ class _FakeEvaluator:
         if node.op == "get_attr":
             owner, _, name = node.target.rpartition(".")
             return self._to_fake(getattr(self.gm.get_submodule(owner), name))
+        if node.op == "call_module":
+            return self._run_submodule(node)
         args = map_arg(node.args, self.values.__getitem__)
         kwargs = map_arg(node.kwargs, self.values.__getitem__)
-        if node.op == "call_module":
-            return self._run_submodule(node, args, kwargs)
         try:
             with self.mode:
                 if node.op == "call_method":
@@ -435,23 +483,18 @@ class _FakeEvaluator:
                 f"{type(e).__name__}: {e}"
             ) from e
 
-    def _run_submodule(self, node: Node, args: Any, kwargs: Any) -> Any:
+    def _run_submodule(self, node: Node) -> Any:
         sub = _submodule(self.gm, node.target)
         if not isinstance(sub, GraphModule):
             raise _Unrecoverable(
                 f"'{node.name}' calls {type(sub).__name__} '{node.target}', which is not an "
                 "fx GraphModule and cannot be re-run on fake inputs"
             )
-        seeds = {}
-        for position, placeholder in enumerate(_placeholders(sub)):
-            if position < len(args):
-                seeds[placeholder] = args[position]
-            elif placeholder.target in kwargs:
-                seeds[placeholder] = kwargs[placeholder.target]
-            elif placeholder.args:
-                seeds[placeholder] = placeholder.args[0]
-            else:
-                raise _Unrecoverable(f"'{node.name}' does not pass input '{placeholder.target}'")
+        # Placeholders left unseeded answer with their own (believable) meta['val'].
+        seeds = {
+            placeholder: map_arg(arg, self.values.__getitem__)
+            for placeholder, arg in self._seeded_inputs(node, sub)
+        }
         inner = _FakeEvaluator(sub, self.mode, seeds)
         return map_arg(_output_node(sub).args[0], inner.value)
 
@@ -665,11 +708,13 @@ PATCH = Patch(
     name="tuple_partition_inputs",
     title="partition inputs are built from the tensor that really crosses the boundary",
     issue="https://github.com/pytorch/TensorRT/issues/3185",
-    first_affected="2.2.0",
+    # 2.2.0 has no construct_submodule_inputs: it finds block inputs by running the module on sample inputs
+    # (partitioning.get_submod_inputs), so no metadata reaches them (measured by the compatibility matrix).
+    first_affected="2.3.0",
     fixed_in=None,
     why=(
         "construct_submodule_inputs aborts on a placeholder whose meta['val'] is a tuple or whose metadata is "
-        "missing. On 2.2-2.4 upstream's own max-pool fusion leaves such metadata; the check is unchanged up to "
+        "missing. On 2.3-2.4 upstream's own max-pool fusion leaves such metadata; the check is unchanged up to "
         "the newest release, so any pass that leaves a tuple val still aborts compilation."
     ),
 )

@@ -1,4 +1,4 @@
-"""Split tuple-returning max pooling nodes into single-output nodes before partitioning.
+"""Split tuple-returning max pooling nodes into single-output nodes, and unpool in TensorRT-convertible ops.
 
 Upstream problem (pytorch/TensorRT#3185): Torch-TensorRT partitions an ATen FX graph into
 TensorRT and PyTorch blocks, and whatever crosses a block boundary must be one tensor: a tuple
@@ -6,7 +6,8 @@ output can never cross. ``aten.max_pool{1,2,3}d_with_indices`` and ``aten.adapti
 return ``(values, indices)``. Upstream only rewrites ``max_poolNd_with_indices`` and only when the
 indices are unused (and on 2.2-2.4 leaves the fused node with the old node's tuple ``meta['val']``),
 so a model that uses the indices, or any adaptive max pool, can put a tuple on a boundary and fail
-to compile.
+to compile. And no release has a converter that produces pooling indices or for ``max_unpool2d`` /
+``max_unpool3d``, so a SegNet-style model is cut into several engines with PyTorch in between.
 
 ``decompose_tuple_pooling`` rewrites every such node, indices used or not, into single-output
 nodes:
@@ -14,21 +15,40 @@ nodes:
 * values of ``max_poolNd_with_indices`` become ``aten.max_poolNd`` (TensorRT has converters);
 * values of ``adaptive_max_poolNd`` (no converter on any release) become reshape/slice + ``amax``
   (+ ``cat``) along one spatial dim at a time;
-* indices, only where used, become ``trt_compat::max_pool_indices`` /
-  ``trt_compat::adaptive_max_pool_indices``, custom ops that return ATen's own indices and so
+* indices, only where used, by default (``pool_indices="tensorrt"``) become ops Torch-TensorRT
+  converts: the windows are gathered from the flattened input with a constant table of flat
+  indices (``index_select``; padding points at one ``-inf`` slot), and ATen's choice in each window
+  is made explicit with ``amax``/``eq``/``isnan``/``where``/``amin``/``amax``, so it does not depend
+  on how any backend breaks ties;
+* with ``pool_indices="torch"`` (``TRT_COMPAT_POOL_INDICES=torch``, ``trt_compat.set_pool_indices``),
+  or where the input's spatial sizes are not static, indices become ``trt_compat::max_pool_indices``
+  / ``trt_compat::adaptive_max_pool_indices``, custom ops that return ATen's own indices and so
   simply run in a PyTorch block.
+
+In ``"tensorrt"`` mode ``aten.max_unpool2d`` / ``aten.max_unpool3d`` (``nn.MaxUnpool1d`` exports as
+``max_unpool2d`` between an unsqueeze and a squeeze) become zeros + ``scatter`` on the flattened
+spatial dims, so pool, unpool and everything between them can stay in one TensorRT engine.
+
+ATen's choice of index (CPU kernels, torch 2.4 and 2.13 alike): in scan order over the valid
+(unpadded) window positions, a value replaces the running maximum when it is greater or NaN, starting
+from ``-inf`` at the first valid position. So: the last NaN if the window has one, else the first
+position holding the maximum (an all ``-inf`` window gives its first valid position; ``0.0`` and
+``-0.0`` tie). Flat indices grow with scan order, which is what the decomposition relies on.
 """
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import operator
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.fx
 from torch._subclasses.fake_tensor import FakeTensor
+from torch.utils._python_dispatch import _disable_current_modes
 
+from trt_compat import _config
 from trt_compat._patching import Patch, PatchContext, lowering_pass, post_lowering_passes
 
 logger = logging.getLogger(__name__)
@@ -203,8 +223,13 @@ def _inherited_meta(source: torch.fx.Node) -> Dict[str, Any]:
     }
 
 
-def _fake_run(target: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Optional[torch.Tensor]:
-    """``target`` applied to the fake ``meta['val']`` of the node arguments, or None if they have none."""
+def _fake_run(
+    target: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], fake_mode: Any = None
+) -> Optional[torch.Tensor]:
+    """``target`` applied to the fake ``meta['val']`` of the node arguments, or None if they have none.
+
+    ``fake_mode`` serves nodes without node arguments (constants such as ``scalar_tensor``).
+    """
     vals: List[Any] = []
 
     def to_val(arg: torch.fx.Node) -> Any:
@@ -212,10 +237,13 @@ def _fake_run(target: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Opt
         return vals[-1]
 
     fake_args, fake_kwargs = torch.fx.node.map_arg((args, kwargs), to_val)
-    if not vals or not all(isinstance(val, FakeTensor) for val in vals):
+    if not all(isinstance(val, FakeTensor) for val in vals):
+        return None
+    fake_mode = vals[0].fake_mode if vals else fake_mode
+    if fake_mode is None:
         return None
     try:
-        with vals[0].fake_mode:
+        with fake_mode:
             result = target(*fake_args, **fake_kwargs)
     except Exception:  # a missing val is allowed; failing the rewrite because of one is not
         logger.debug("could not compute meta['val'] for a %s node", target, exc_info=True)
@@ -230,6 +258,7 @@ def _emit(
     source: torch.fx.Node,
     val: Optional[torch.Tensor] = None,
     kwargs: Optional[Dict[str, Any]] = None,
+    fake_mode: Any = None,
 ) -> torch.fx.Node:
     """Insert a ``call_function`` node with ``source``'s provenance and a single-tensor ``meta['val']``.
 
@@ -240,7 +269,7 @@ def _emit(
     node = graph.call_function(target, args, kwargs)
     node.meta = _inherited_meta(source)
     if val is None:
-        val = _fake_run(target, args, kwargs)
+        val = _fake_run(target, args, kwargs, fake_mode)
     if val is not None:
         node.meta["val"] = val
     return node
@@ -290,12 +319,197 @@ def _emit_adaptive_max(
     return values
 
 
+def pooling_output_size(
+    in_size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool
+) -> int:
+    """Output length of max pooling along one dim, by ATen's rule (ceil_mode windows must start in the input)."""
+    span = in_size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
+    out = span // stride + 1
+    if ceil_mode and (out - 1) * stride >= in_size + padding:
+        out -= 1
+    return out
+
+
+def _window_table(
+    in_sizes: Sequence[int], per_dim: Sequence[Tuple[torch.Tensor, torch.Tensor]]
+) -> Optional[torch.Tensor]:
+    """Combine per-dim window positions into flat indices into the flattened spatial dims.
+
+    ``per_dim[d]`` is ``(positions, valid)``, both ``(out_d, window_d)``. The result has shape
+    ``(*out, prod(window))`` with the window positions in ATen's scan order (first spatial dim
+    outermost) and ``prod(in_sizes)`` -- one past the last input position -- at every invalid
+    position. None when some window has no valid position at all: ATen then reports an index
+    outside the input, which the decomposition does not reproduce (the indices op is used instead).
+    """
+    nd = len(in_sizes)
+    flat: Any = 0
+    valid: Any = True
+    for dim, (positions, ok) in enumerate(per_dim):
+        shape = [1] * (2 * nd)
+        shape[dim], shape[nd + dim] = positions.shape
+        flat = flat + (positions * math.prod(in_sizes[dim + 1 :])).reshape(shape)
+        valid = valid & ok.reshape(shape)
+    out_sizes = [positions.shape[0] for positions, _ in per_dim]
+    table = torch.where(valid, flat, math.prod(in_sizes)).reshape(*out_sizes, -1)
+    if not bool(valid.reshape(table.shape).any(-1).all()):
+        return None
+    return table
+
+
+def max_pool_windows(
+    in_sizes: Sequence[int],
+    kernel: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    ceil_mode: bool,
+) -> Optional[torch.Tensor]:
+    """The window table (see ``_window_table``) of ``max_poolNd_with_indices``; None for degenerate pools."""
+    per_dim = []
+    for size, k, s, p, d in zip(in_sizes, kernel, stride, padding, dilation):
+        out = pooling_output_size(size, k, s, p, d, ceil_mode)
+        if out < 1 or min(k, s, d) < 1:
+            return None
+        positions = torch.arange(out).unsqueeze(1) * s - p + torch.arange(k).unsqueeze(0) * d
+        per_dim.append((positions, (positions >= 0) & (positions < size)))
+    return _window_table(in_sizes, per_dim)
+
+
+def adaptive_max_pool_windows(in_sizes: Sequence[int], output_size: Sequence[int]) -> Optional[torch.Tensor]:
+    """The window table of ``adaptive_max_poolNd``: each bin padded to the longest bin of its dim."""
+    per_dim = []
+    for size, out in zip(in_sizes, output_size):
+        starts, ends = (torch.tensor(edge) for edge in zip(*adaptive_pool_bins(size, out)))
+        positions = starts.unsqueeze(1) + torch.arange(int((ends - starts).max())).unsqueeze(0)
+        per_dim.append((positions, positions < ends.unsqueeze(1)))
+    return _window_table(in_sizes, per_dim)
+
+
+def _static_lead(shape: Sequence[Any]) -> Optional[List[int]]:
+    """Leading (batch, channel) sizes for a reshape: ints, with -1 for at most one symbolic size."""
+    lead = [size if type(size) is int else -1 for size in shape]
+    return lead if lead.count(-1) <= 1 else None
+
+
+def _register_constant(gm: torch.fx.GraphModule, graph: torch.fx.Graph, source: torch.fx.Node,
+                       tensor: torch.Tensor, fake_mode: Any) -> torch.fx.Node:
+    """A ``get_attr`` node for a new non-persistent buffer of ``gm`` holding ``tensor``."""
+    index = 0
+    while hasattr(gm, f"_trt_compat_pool_window_{index}"):
+        index += 1
+    name = f"_trt_compat_pool_window_{index}"
+    # Not in the state dict: the table is derived from the graph, not a weight to save or load.
+    gm.register_buffer(name, tensor, persistent=False)
+    node = graph.get_attr(name)
+    node.meta = _inherited_meta(source)
+    # Static: the table is a constant, and a fresh symbol for its size would only invite guards.
+    node.meta["val"] = fake_mode.from_tensor(tensor, static_shapes=True)
+    return node
+
+
+class _Windows(NamedTuple):
+    """What the indices decomposition of one pooling node needs: its input and its window table."""
+
+    x: torch.fx.Node
+    x_val: FakeTensor
+    table: torch.Tensor
+
+
+def _emit_indices(
+    gm: torch.fx.GraphModule, graph: torch.fx.Graph, source: torch.fx.Node, windows: _Windows,
+    tables: Dict[Any, Tuple[torch.fx.Node, torch.fx.Node]],
+) -> Optional[torch.fx.Node]:
+    """Insert converter-friendly nodes computing ATen's pooling indices; None if the shape does not allow it.
+
+    Every window is gathered from the flattened input (``index_select``) into a trailing window
+    axis, invalid positions (padding, the tail of a short adaptive bin) set to ``-inf`` by ``where``.
+    Then, per window, with ``t`` the table: ``first = amin(where(w == amax(w), t, S))`` is the first
+    maximum in scan order (flat indices grow with it, and invalid positions hold ``S``, larger than any
+    real index), ``last_nan = amax(where(isnan(w), t, -1))`` the last NaN, and the index is
+    ``last_nan`` where it is ``>= 0``, else ``first``. No step depends on how a backend breaks ties.
+    (Masking after the gather rather than padding before it: ``constant_pad_nd`` would specialize a
+    symbolic batch size.)
+    """
+    x, x_val, table = windows
+    spatial_dims = table.dim() - 1
+    lead = _static_lead(x_val.shape[: x_val.dim() - spatial_dims])
+    if lead is None:
+        return None
+    mode, device = x_val.fake_mode, x_val.device
+    flat_size = math.prod(x_val.shape[x_val.dim() - spatial_dims :])
+    window_axis = len(lead) + spatial_dims
+
+    def emit(target: Any, *args: Any, **kwargs: Any) -> torch.fx.Node:
+        return _emit(graph, target, args, source, kwargs=kwargs, fake_mode=mode)
+
+    with _disable_current_modes():
+        # Pools with the same geometry share their constants.
+        key = (tuple(table.shape), tuple(table.flatten().tolist()), str(device))
+        if key not in tables:
+            table = table.to(device)
+            # Invalid positions read element 0 and are masked afterwards.
+            gather_index = torch.where(table < flat_size, table, 0).flatten()
+    if key not in tables:
+        tables[key] = (
+            _register_constant(gm, graph, source, table, mode),
+            _register_constant(gm, graph, source, gather_index, mode),
+        )
+    table_node, gather_node = tables[key]
+    flat_x = emit(aten.reshape.default, x, lead + [flat_size])
+    gathered = emit(aten.index_select.default, flat_x, len(lead), gather_node)
+    gathered = emit(aten.reshape.default, gathered, lead + list(table.shape))
+    valid = emit(aten.lt.Scalar, table_node, flat_size)
+    minus_inf = emit(aten.scalar_tensor.default, -math.inf, dtype=x_val.dtype, device=device)
+    windows_node = emit(aten.where.self, valid, gathered, minus_inf)
+    maximum = emit(aten.amax.default, windows_node, [window_axis], True)
+    is_max = emit(aten.eq.Tensor, windows_node, maximum)
+    past_end = emit(aten.scalar_tensor.default, flat_size, dtype=torch.int64, device=device)
+    first = emit(aten.amin.default, emit(aten.where.self, is_max, table_node, past_end), [window_axis])
+    is_nan = emit(aten.isnan.default, windows_node)
+    none = emit(aten.scalar_tensor.default, -1, dtype=torch.int64, device=device)
+    last_nan = emit(aten.amax.default, emit(aten.where.self, is_nan, table_node, none), [window_axis])
+    return emit(aten.where.self, emit(aten.ge.Scalar, last_nan, 0), last_nan, first)
+
+
+def _static_spatial_val(x: torch.fx.Node, spatial_dims: int) -> Optional[FakeTensor]:
+    """``x``'s fake val when it has the pooling rank and static spatial sizes, else None."""
+    val = x.meta.get("val")
+    if (
+        isinstance(val, FakeTensor)
+        and val.dim() in (spatial_dims + 1, spatial_dims + 2)
+        and all(type(size) is int and size >= 1 for size in val.shape[-spatial_dims:])
+    ):
+        return val
+    return None
+
+
 class _Rewrite(NamedTuple):
-    """How to replace one pooling node: a values builder plus the indices op and its arguments."""
+    """How to replace one pooling node: a values builder, the indices op and its arguments, and windows.
+
+    ``windows`` builds what the TensorRT-convertible indices need, or returns None when the node's
+    input gives no static geometry (the indices op is used then).
+    """
 
     emit_values: Optional[Callable[[torch.fx.Graph], torch.fx.Node]]
     indices_op: Any
     indices_args: Tuple[Any, ...]
+    windows: Callable[[], Optional[_Windows]]
+
+
+def _windows_of(
+    x: torch.fx.Node, spatial_dims: int, build: Callable[[Sequence[int]], Optional[torch.Tensor]]
+) -> Callable[[], Optional[_Windows]]:
+    def windows() -> Optional[_Windows]:
+        val = _static_spatial_val(x, spatial_dims)
+        # -inf masking and NaN checks are meaningful for floating inputs only.
+        if val is None or not val.dtype.is_floating_point:
+            return None
+        # The table is real data, but torch.compile runs lowering passes under its fake mode.
+        with _disable_current_modes():
+            table = build(list(val.shape[-spatial_dims:]))
+        return None if table is None else _Windows(x, val, table)
+
+    return windows
 
 
 def _plan_max_pool(node: torch.fx.Node, values_val: Optional[torch.Tensor]) -> Optional[_Rewrite]:
@@ -318,7 +532,15 @@ def _plan_max_pool(node: torch.fx.Node, values_val: Optional[torch.Tensor]) -> O
     def emit_values(graph: torch.fx.Graph) -> torch.fx.Node:
         return _emit(graph, _MAX_POOL[spatial_dims], node.args, node, values_val, node.kwargs)
 
-    return _Rewrite(emit_values, MAX_POOL_INDICES, (bound["self"], *per_dim, bound["ceil_mode"]))
+    def build(in_sizes: Sequence[int]) -> Optional[torch.Tensor]:
+        return max_pool_windows(in_sizes, *per_dim, bound["ceil_mode"])
+
+    return _Rewrite(
+        emit_values,
+        MAX_POOL_INDICES,
+        (bound["self"], *per_dim, bound["ceil_mode"]),
+        _windows_of(bound["self"], spatial_dims, build),
+    )
 
 
 def _plan_adaptive_max_pool(node: torch.fx.Node, values_used: bool) -> Optional[_Rewrite]:
@@ -346,7 +568,10 @@ def _plan_adaptive_max_pool(node: torch.fx.Node, values_used: bool) -> Optional[
             # val: they must match what fake propagation of the new nodes gives, strides included.
             return _emit_adaptive_max(graph, node, x, val.shape, output_size)
 
-    return _Rewrite(emit_values, ADAPTIVE_MAX_POOL_INDICES, (x, output_size))
+    def build(in_sizes: Sequence[int]) -> Optional[torch.Tensor]:
+        return adaptive_max_pool_windows(in_sizes, output_size)
+
+    return _Rewrite(emit_values, ADAPTIVE_MAX_POOL_INDICES, (x, output_size), _windows_of(x, spatial_dims, build))
 
 
 def _tuple_val(node: torch.fx.Node) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
@@ -356,8 +581,10 @@ def _tuple_val(node: torch.fx.Node) -> Optional[Tuple[torch.Tensor, torch.Tensor
     return None
 
 
-def _split_pooling_node(graph: torch.fx.Graph, node: torch.fx.Node) -> bool:
+def _split_pooling_node(gm: torch.fx.GraphModule, node: torch.fx.Node, in_tensorrt: bool,
+                        tables: Dict[Any, Any]) -> bool:
     """Replace one tuple pooling node by single-output nodes; False if it had to be left alone."""
+    graph = gm.graph
     users = _getitem_users(node)
     if users is None:
         logger.debug("leaving %s alone: it has users other than getitem with a constant index", node.name)
@@ -376,7 +603,13 @@ def _split_pooling_node(graph: torch.fx.Graph, node: torch.fx.Node) -> bool:
     with graph.inserting_before(node):
         values = rewrite.emit_values(graph) if values_used else None
         indices = None
-        if indices_used:
+        if indices_used and in_tensorrt:
+            windows = rewrite.windows()
+            if windows is not None:
+                indices = _emit_indices(gm, graph, node, windows, tables)
+            if indices is None:
+                logger.debug("%s: indices stay in PyTorch (no static window geometry)", node.name)
+        if indices_used and indices is None:
             indices = _emit(graph, rewrite.indices_op, rewrite.indices_args, node, indices_val)
     for getitems, replacement in zip(users, (values, indices)):
         for getitem in getitems:
@@ -387,22 +620,85 @@ def _split_pooling_node(graph: torch.fx.Graph, node: torch.fx.Node) -> bool:
     return True
 
 
-def decompose_tuple_pooling(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+_MAX_UNPOOL_OPS = {aten.max_unpool2d.default: 2, aten.max_unpool3d.default: 3}
+_MAX_UNPOOL_PARAMS = {
+    2: ("self", "indices", "output_size"),
+    3: ("self", "indices", "output_size", "stride", "padding"),
+}
+
+
+def is_max_unpool_node(node: torch.fx.Node) -> bool:
+    return node.op == "call_function" and node.target in _MAX_UNPOOL_OPS
+
+
+def _decompose_max_unpool_node(graph: torch.fx.Graph, node: torch.fx.Node) -> bool:
+    """Replace ``max_unpoolNd`` by zeros + ``scatter`` over flattened spatial dims; False if left alone.
+
+    ATen writes ``self[..., i]`` to flat position ``indices[..., i]`` of each zero-filled output plane,
+    which is exactly ``scatter`` along the flattened spatial dim. The shapes must be static (the zeros
+    need their size), else the node stays as it is.
+    """
+    spatial_dims = _MAX_UNPOOL_OPS[node.target]
+    bound = _bind_args(node, _MAX_UNPOOL_PARAMS[spatial_dims], {})
+    output_size = None if bound is None else _per_spatial_dim(bound["output_size"], spatial_dims)
+    if output_size is None or not all(isinstance(bound[k], torch.fx.Node) for k in ("self", "indices")):
+        logger.debug("leaving %s alone: unexpected arguments %s %s", node.name, node.args, node.kwargs)
+        return False
+    x, indices = bound["self"], bound["indices"]
+    x_val, indices_val = x.meta.get("val"), indices.meta.get("val")
+    if not (
+        isinstance(x_val, FakeTensor)
+        and isinstance(indices_val, FakeTensor)
+        and x_val.dim() in (spatial_dims + 1, spatial_dims + 2)
+        and indices_val.dtype == torch.int64
+        and tuple(indices_val.shape) == tuple(x_val.shape)
+        and all(type(size) is int for size in x_val.shape)
+    ):
+        logger.debug("leaving %s alone: its inputs have no static shapes in meta['val']", node.name)
+        return False
+    lead = list(x_val.shape[: x_val.dim() - spatial_dims])
+    in_flat = math.prod(x_val.shape[x_val.dim() - spatial_dims :])
+    mode = x_val.fake_mode
+
+    def emit(target: Any, *args: Any, **kwargs: Any) -> torch.fx.Node:
+        return _emit(graph, target, args, node, kwargs=kwargs, fake_mode=mode)
+
+    with graph.inserting_before(node):
+        source = emit(aten.reshape.default, x, lead + [in_flat])
+        flat_indices = emit(aten.reshape.default, indices, lead + [in_flat])
+        # A zero scalar expanded rather than aten.full, which has no converter before 2.5.
+        zero = emit(aten.scalar_tensor.default, 0, dtype=x_val.dtype, device=x_val.device)
+        zeros = emit(aten.expand.default, zero, lead + [math.prod(output_size)])
+        scattered = emit(aten.scatter.src, zeros, len(lead), flat_indices, source)
+        result = emit(aten.reshape.default, scattered, lead + output_size)
+    node.replace_all_uses_with(result)
+    graph.erase_node(node)
+    return True
+
+
+def decompose_tuple_pooling(gm: torch.fx.GraphModule, pool_indices: Optional[str] = None) -> torch.fx.GraphModule:
     """Rewrite every tuple-returning max pooling node of ``gm`` into single-output nodes, in place.
 
-    Nodes with a user other than ``getitem(node, 0|1)`` are left alone (logged at debug level), as
-    are adaptive pools whose input spatial sizes are not static. ``gm`` is recompiled only if
-    something changed.
+    ``pool_indices`` is ``"tensorrt"`` (indices and ``max_unpoolNd`` in ops Torch-TensorRT converts) or
+    ``"torch"`` (indices from the ``trt_compat::`` ops, unpooling untouched); None reads the current
+    setting (``trt_compat.set_pool_indices``, else ``TRT_COMPAT_POOL_INDICES``), so it may change after
+    import. Nodes with a user other than ``getitem(node, 0|1)`` are left alone (logged at debug level),
+    as are adaptive pools whose values are used but whose input spatial sizes are not static. ``gm`` is
+    recompiled only if something changed.
     """
+    mode = _config.pool_indices() if pool_indices is None else _config.check_pool_indices(pool_indices)
+    in_tensorrt = mode == _config.POOL_INDICES_TENSORRT
     changed = False
+    tables: Dict[Any, Any] = {}
     for node in list(gm.graph.nodes):
-        if is_tuple_pooling_node(node) and _split_pooling_node(gm.graph, node):
-            changed = True
+        if is_tuple_pooling_node(node):
+            changed = _split_pooling_node(gm, node, in_tensorrt, tables) or changed
+        elif in_tensorrt and is_max_unpool_node(node):
+            changed = _decompose_max_unpool_node(gm.graph, node) or changed
     if changed:
         gm.graph.lint()
         gm.recompile()
     return gm
-
 
 
 PATCH = Patch(
@@ -415,7 +711,8 @@ PATCH = Patch(
         "Upstream fuses max_pool*_with_indices only when the indices are unused, so a pool whose indices are "
         "used (or an adaptive max pool) stays a tuple-returning node whose outputs may cross a partition "
         "boundary. On 2.2-2.4 upstream's fusion also gives the fused node the replaced node's metadata dict "
-        "(a stale (values, indices) val on 2.4, emptied on 2.3), so there this pass takes its place."
+        "(a stale (values, indices) val on 2.4, emptied on 2.3), so there this pass takes its place. No release "
+        "converts pooling indices or max_unpool, so by default they are decomposed into ops it does convert."
     ),
 )
 

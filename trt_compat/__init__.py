@@ -7,7 +7,7 @@ from ._errors import PatchError, TargetChanged
 from ._version import __version__
 
 __all__ = ["PatchError", "TargetChanged", "__version__", "apply", "revert", "report", "report_dict",
-           "is_applied", "get_original"]
+           "is_applied", "get_original", "set_pool_indices", "get_pool_indices"]
 
 
 def apply():
@@ -16,13 +16,16 @@ def apply():
 
     from . import _engine
 
-    if "torch_tensorrt" not in sys.modules:
-        try:
-            import torch_tensorrt  # noqa: F401  (the post-import hook applies the patches)
-        except Exception as exc:  # not installed, or an install whose own import fails
-            _engine.note_import_failure(exc)
+    imported = "torch_tensorrt" in sys.modules
+    try:
+        # Also when it is in sys.modules: if another thread is still importing it, this waits for that import
+        # to finish (whose hook then applies the patches) rather than patching a half-initialized package
+        # while that thread's hook waits for the engine's lock.
+        import torch_tensorrt  # noqa: F401  (the post-import hook applies the patches)
+    except Exception as exc:  # not installed, or an install whose own import fails
+        _engine.note_import_failure(exc)
         return _engine.build_report()
-    return _engine.apply_patches()
+    return _engine.apply_patches() if imported else _engine.build_report()
 
 
 def revert():
@@ -58,9 +61,35 @@ def get_original(name, target):
     return None if context is None else context.originals.get(target)
 
 
-def _on_torch_tensorrt_imported(module):
-    from . import _engine
+def set_pool_indices(mode):
+    """Where later compiles compute max-pool indices and unpooling: ``"tensorrt"`` (default: in ops
+    Torch-TensorRT converts, so pool and unpool share one engine) or ``"torch"`` (in PyTorch blocks).
+    Takes precedence over ``TRT_COMPAT_POOL_INDICES``; ``None`` goes back to it. Read at each compile."""
+    from . import _config
 
+    _config.set_pool_indices(mode)
+
+
+def get_pool_indices():
+    """The pool indices mode the next compile will use: ``"tensorrt"`` or ``"torch"``."""
+    from . import _config
+
+    return _config.pool_indices()
+
+
+def _on_torch_tensorrt_imported(module):
+    try:
+        from . import _engine
+    except Exception:
+        # A broken trt_compat install (a missing or damaged file) must not fail the user's `import torch_tensorrt`.
+        import logging
+
+        from ._config import read_config
+
+        logging.getLogger("trt_compat").warning("trt_compat: cannot load its engine; nothing patched", exc_info=True)
+        if read_config().strict:
+            raise PatchError("trt_compat (strict mode): cannot load its engine; nothing patched")
+        return
     _engine.on_torch_tensorrt_imported(module)
 
 

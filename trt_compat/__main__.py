@@ -22,15 +22,17 @@ def main(argv=None) -> int:
         from .demo import run_demo
 
         return run_demo()
+    strict_failure = False
     try:
         # torch_tensorrt prints some import problems to stdout; keep stdout for the report alone.
         with contextlib.redirect_stdout(sys.stderr):
             report = trt_compat.apply()
-    except trt_compat.PatchError as exc:
+    except trt_compat.PatchError as exc:  # strict mode: a patch failed, or torch_tensorrt failed to import
         print(exc, file=sys.stderr)
+        strict_failure = True
         report = trt_compat.report()
     print(json.dumps(report.to_dict(), indent=2) if args.json else report)
-    return 1 if report.strict and report.failed else 0
+    return 1 if strict_failure or (report.strict and report.failed) else 0
 
 
 if __name__ == "__main__":

@@ -7,8 +7,10 @@ import sys
 import threading
 
 # typing is not imported: it alone would double the cost of `import trt_compat`.
-_hooks = {}  # module name -> [callable(module)]
-_lock = threading.Lock()
+# importlib.reload() re-runs this file in the same namespace: registered hooks, the lock and the finder already
+# on sys.meta_path are kept, or a reload before `import torch_tensorrt` would silently leave it unpatched.
+_hooks = globals().get("_hooks", {})  # module name -> [callable(module)]
+_lock = globals().get("_lock") or threading.Lock()
 
 
 class _NotifyingLoader:
@@ -51,7 +53,7 @@ class _PostImportFinder:
         return spec
 
 
-_finder = _PostImportFinder()
+_finder = globals().get("_finder") or _PostImportFinder()
 
 
 def _run_hooks(name, module):

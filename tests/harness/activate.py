@@ -9,6 +9,10 @@ exercise its post-import hook) and by make_env.py's smoke test. It stands in for
 2. three GPU queries torch_tensorrt makes while setting up its default device:
    torch.cuda.current_device, get_device_capability, get_device_name (without a GPU they raise).
 
+plus, only for the releases whose row lists them in `standin_extras` (tests/harness/standin_extras):
+`tensorrt.plugin` (2.6-2.7 import it unconditionally) and, for 2.2.0, the native extension
+`torch_tensorrt._C` with what its native library would register.
+
 torch and torch_tensorrt themselves are the real, installed packages, untouched in memory (the
 venv builder only moved their native .so files aside). prepare() does not import torch_tensorrt: the
 caller decides when, so that import hooks registered before it still see the real import.
@@ -23,7 +27,10 @@ from typing import Any, Dict
 
 HARNESS = Path(__file__).resolve().parent
 STANDIN = HARNESS / "standin"
+EXTRAS = HARNESS / "standin_extras"
 VERSION_ENV = "TRT_COMPAT_HARNESS_TENSORRT_VERSION"
+# Read by standin/tensorrt/__init__.py: extra folders of the stand-in `tensorrt` package.
+TENSORRT_PATH_ENV = "TRT_COMPAT_HARNESS_TENSORRT_PATH"
 # What the replaced get_device_capability reports: an Ada GPU, recent enough for every code path
 # these releases gate on compute capability.
 CAPABILITY = (8, 9)
@@ -123,6 +130,67 @@ def _standin_gpu_queries() -> None:
         setattr(torch.cuda, fn.__name__, fn)
 
 
+def _extend_tensorrt_package(name: str) -> None:
+    """Make stand-in subpackages of `tensorrt` (e.g. tensorrt.plugin) importable; before `import tensorrt`."""
+    folder = str(EXTRAS / name / "tensorrt")
+    present = [p for p in os.environ.get(TENSORRT_PATH_ENV, "").split(os.pathsep) if p]
+    if folder not in present:
+        os.environ[TENSORRT_PATH_ENV] = os.pathsep.join(present + [folder])
+
+
+class _TorchTensorRTCFinder:
+    """Serves the stand-in torch_tensorrt._C package (its .so was moved aside by make_env.py)."""
+
+    FOLDER = EXTRAS / "torch_tensorrt_C" / "_C"
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname != "torch_tensorrt._C":
+            return None
+        import importlib.util
+
+        # A package, so that torch_tensorrt._C.ts is found next to it by the ordinary path finder.
+        return importlib.util.spec_from_file_location(
+            fullname, self.FOLDER / "__init__.py", submodule_search_locations=[str(self.FOLDER)])
+
+
+_safe_mode_library = None  # keeps the torch.library registration alive
+
+
+def _standin_torch_tensorrt_c(_name: str) -> None:
+    """2.2.0: the native extension torch_tensorrt._C and what its libtorchtrt.so would provide."""
+    global _safe_mode_library
+    import torch
+
+    if not any(isinstance(f, _TorchTensorRTCFinder) for f in sys.meta_path):
+        sys.meta_path.insert(0, _TorchTensorRTCFinder())
+
+    if not getattr(torch.ops.load_library, "_trt_compat_harness", False):
+        original = torch.ops.load_library
+
+        def load_library(path):
+            # torch_tensorrt/__init__.py loads lib/libtorchtrt.so unconditionally; make_env.py moved it
+            # aside because it links against the absent TensorRT. Every other library loads as usual.
+            if not os.path.exists(path) and Path(path).parent.parent.name == "torch_tensorrt":
+                return None
+            return original(path)
+
+        load_library._trt_compat_harness = True  # type: ignore[attr-defined]
+        torch.ops.load_library = load_library
+
+    if _safe_mode_library is None:
+        # runtime/multi_device_safe_mode.py reads this flag at import once torch_tensorrt._C exists;
+        # the real ops live in the moved-aside libtorchtrt.so. Off, as the real default.
+        library = torch.library.Library("tensorrt", "DEF")
+        library.define("get_multi_device_safe_mode() -> bool")
+        library.define("set_multi_device_safe_mode(bool mode) -> ()")
+        library.impl("get_multi_device_safe_mode", lambda: False, "CompositeExplicitAutograd")
+        library.impl("set_multi_device_safe_mode", lambda mode: None, "CompositeExplicitAutograd")
+        _safe_mode_library = library
+
+
+_EXTRAS = {"qdp_plugin": _extend_tensorrt_package, "torch_tensorrt_C": _standin_torch_tensorrt_c}
+
+
 def prepare() -> Dict[str, Any]:
     """Make `import torch_tensorrt` work in this process; idempotent. Raises HarnessUnavailable."""
     wheel = installed_wheel()
@@ -130,11 +198,14 @@ def prepare() -> Dict[str, Any]:
     version = tensorrt_version(release)
     os.environ[VERSION_ENV] = version
     _install_standin()
+    for extra in release.standin_extras:
+        _EXTRAS[extra](extra)
     _standin_gpu_queries()
     return {
         "wheel": wheel,
         "release": release.line,
         "version_tuple": releases.parse_version(wheel),
         "tensorrt": version,
+        "standin_extras": list(release.standin_extras),
         "row": release,
     }

@@ -53,7 +53,7 @@ def run(cmd: list, **kw) -> subprocess.CompletedProcess:
 def requirements(release: releases.Release) -> list:
     # numpy appears both as a runtime dep and as the constraint; keep the constrained spelling only.
     deps = [d for d in release.runtime_deps if d.split("<")[0].split(">")[0].split("=")[0] != "numpy"]
-    return [f"torch=={release.torch}", release.numpy, *deps]
+    return [release.torch_requirement or f"torch=={release.torch}", release.numpy, *deps]
 
 
 def recipe(release: releases.Release, wheel: str) -> dict:

@@ -1,12 +1,12 @@
 """What the offline harness needs to know about each Torch-TensorRT release.
 
-One row per release line listed in /work/shared/HARNESS-NOTES.md. The rows are data, read by
-`make_env.py` (to build a venv) and `activate.py` (to prepare a test process), so that adding a
-release is an edit here rather than a new branch of code.
+One row per released Torch-TensorRT the compatibility matrix covers (noxfile.py: one session per
+row). The rows are data, read by `make_env.py` (to build a venv), `activate.py` (to prepare a test
+process) and the matrix, so that adding a release is an edit here rather than a new branch of code.
 
 Sources of each field:
-- ``torch``: the torch release the wheel's ``torch`` requirement resolves to (measured, HARNESS-NOTES).
-  Pinned exactly so every machine builds the same venv.
+- ``torch``: the torch release the wheel's ``torch`` requirement resolves to: the newest torch its
+  METADATA allows. Pinned exactly so every machine builds the same venv.
 - ``tensorrt``: what the stand-in reports as ``tensorrt.__version__``. The real ``tensorrt`` Python
   module comes from the ``tensorrt-*-bindings`` distribution, so this is the lowest version that wheel
   pin allows (or the plain ``tensorrt`` pin on releases that have no bindings pin). ``activate.py``
@@ -15,6 +15,9 @@ Sources of each field:
 - ``runtime_deps``: the wheel's own ``Requires-Dist`` lines (METADATA), minus torch, the TensorRT
   distributions (stood in for) and extras. Needed because the wheel is installed with ``--no-deps``:
   otherwise pip would try to pull the multi-GB TensorRT native wheels that cannot work here.
+- ``standin_extras``: per-release stand-in pieces under ``standin_extras/`` (see its README), found by
+  building and importing the release: what its import reaches unconditionally that the base stand-in
+  must not provide for every release.
 - ``move_aside``: globs, relative to the installed ``torch_tensorrt`` package, of native files that must
   not be loaded: they link against libnvinfer / libcudart, which are absent, and torch_tensorrt only
   tries to load them when the files exist.
@@ -23,13 +26,13 @@ This module is stdlib only: make_env.py imports it with whatever python3 is on t
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 
 @dataclass(frozen=True)
 class Release:
-    line: str  # key of the row, e.g. "2.4.0" or "2.6.x"
+    line: str  # key of the row: the release, e.g. "2.4.0"
     wheels: Tuple[str, ...]  # torch-tensorrt versions this row covers; the first is the default
     torch: str  # exact torch version to install
     tensorrt: str  # stand-in tensorrt.__version__
@@ -39,9 +42,12 @@ class Release:
     post_lowering_signature: str  # second argument of lowering passes: "sample_inputs" | "none" | "settings"
     dryrun: str  # "native" | "cpu_block_inputs" (test must keep block inputs on CPU) | "absent"
     has_view_to_reshape: bool  # pass present in ATEN_POST_LOWERING_PASSES
-    expected_patches: Dict[str, str] = field(default_factory=dict)  # trt_compat patch -> expected state
+    # Full pip requirement for torch when `torch==<torch>` is ambiguous on this machine ("" = that one).
+    torch_requirement: str = ""
+    # Optional stand-in pieces (tests/harness/standin_extras/<name>) this release cannot import without.
+    standin_extras: Tuple[str, ...] = ()
     needs: Tuple[str, ...] = ()  # extra steps this release needs (prose; see HARNESS-NOTES)
-    verified: bool = False  # built and run through tests/integration on this harness
+    verified: bool = False  # its matrix run passed tests/integration/test_defects.py and test_matrix.py
 
     @property
     def version_tuple(self) -> Tuple[int, ...]:
@@ -69,16 +75,6 @@ _LIB_SO = ("lib/*.so",)
 # at import; that op lives in the moved-aside libtorchtrt, so _C must go too.
 _LIB_AND_C_SO = ("lib/*.so", "_C*.so")
 
-_ALL_APPLIED = {
-    "view_to_reshape_metadata": "applied",
-    "tuple_partition_inputs": "applied",
-    "tuple_pooling": "applied",
-}
-_NO_VIEW_PASS = {
-    "view_to_reshape_metadata": "not_needed",
-    "tuple_partition_inputs": "applied",
-    "tuple_pooling": "applied",
-}
 
 RELEASES: Dict[str, Release] = {
     r.line: r
@@ -95,15 +91,15 @@ RELEASES: Dict[str, Release] = {
             post_lowering_signature="sample_inputs",
             dryrun="absent",
             has_view_to_reshape=True,
+            standin_extras=("torch_tensorrt_C",),
             needs=(
-                "import reaches torch_tensorrt._C and torch_tensorrt._C.ts unconditionally: needs module "
-                "stand-ins for them (with a ModuleSpec) -- NOT implemented, and it is a stand-in for part of "
-                "torch_tensorrt itself, so it needs a decision before it is added",
-                "skip torch.ops.load_library of the missing libs",
-                "define tensorrt::get_multi_device_safe_mode / set_multi_device_safe_mode through torch.library",
-                "no dryrun option: test #3185 at partition level only",
+                "import reaches torch_tensorrt._C and torch_tensorrt._C.ts unconditionally, and loads "
+                "lib/libtorchtrt.so with torch.ops.load_library: stand-in modules for _C / _C.ts "
+                "(tests/harness/standin_extras/torch_tensorrt_C) and the two tensorrt:: safe-mode ops",
+                "no dryrun option: the tests run at partition level only",
                 "view_to_reshape leaves the new reshape nodes without meta['val'] (different defect shape)",
             ),
+            verified=True,
         ),
         Release(
             line="2.3.0",
@@ -122,6 +118,7 @@ RELEASES: Dict[str, Release] = {
                 "_pretraced_backend swallows AssertionError, so a dryrun compile falls back to eager "
                 "instead of failing",
             ),
+            verified=True,
         ),
         Release(
             line="2.4.0",
@@ -134,7 +131,6 @@ RELEASES: Dict[str, Release] = {
             post_lowering_signature="sample_inputs",
             dryrun="cpu_block_inputs",
             has_view_to_reshape=True,
-            expected_patches=_ALL_APPLIED,
             verified=True,
         ),
         Release(
@@ -148,11 +144,10 @@ RELEASES: Dict[str, Release] = {
             post_lowering_signature="none",
             dryrun="native",
             has_view_to_reshape=True,
-            needs=("#3185 model lowers fine; reach the tuple check with stale pooling metadata as on 2.14",),
         ),
         Release(
-            line="2.6.x",
-            wheels=("2.6.1", "2.6.0"),
+            line="2.6.0",
+            wheels=("2.6.0",),
             torch="2.6.0",
             # The wheel pins the `tensorrt` meta-package at >=10.7.0.post1, but the module's own
             # version comes from tensorrt-cu12-bindings (>=10.7.0), which is what `tensorrt.__version__` says.
@@ -163,11 +158,52 @@ RELEASES: Dict[str, Release] = {
             post_lowering_signature="settings",
             dryrun="native",
             has_view_to_reshape=True,
-            needs=(
-                "a tensorrt.plugin package and tensorrt.plugin._lib with QDP_REGISTRY = {} (imported "
-                "unconditionally) -- NOT implemented yet; never add it for 2.9+ (its presence switches on "
-                "the QDP plugin feature)",
-            ),
+            standin_extras=("qdp_plugin",),
+            needs=("dynamo.conversion.plugins imports tensorrt.plugin and tensorrt.plugin._lib.QDP_REGISTRY "
+                   "unconditionally: stand-in package tests/harness/standin_extras/qdp_plugin",),
+            verified=True,
+        ),
+        Release(
+            line="2.6.1",
+            wheels=("2.6.1",),
+            torch="2.6.0",
+            tensorrt="10.7.0",
+            numpy="numpy",
+            runtime_deps=_COMMON_OLD + ("numpy",),
+            move_aside=_LIB_SO,
+            post_lowering_signature="settings",
+            dryrun="native",
+            has_view_to_reshape=True,
+            standin_extras=("qdp_plugin",),
+            needs=("as 2.6.0: the tensorrt.plugin stand-in",),
+        ),
+        Release(
+            line="2.7.0",
+            wheels=("2.7.0",),
+            torch="2.7.1",
+            tensorrt="10.9.0",
+            numpy="numpy",
+            runtime_deps=_COMMON_OLD + ("numpy",),
+            move_aside=_LIB_SO,
+            post_lowering_signature="settings",
+            dryrun="native",
+            has_view_to_reshape=False,
+            # 2.8 moved these imports into functions and gates the feature on find_spec("tensorrt.plugin").
+            standin_extras=("qdp_plugin",),
+            needs=("as 2.6.x: dynamo.conversion.plugins imports tensorrt.plugin at import time",),
+        ),
+        Release(
+            line="2.8.0",
+            wheels=("2.8.0",),
+            torch="2.8.0",
+            tensorrt="10.12.0",
+            numpy="numpy",
+            runtime_deps=_COMMON_OLD + ("dllist", "numpy"),
+            move_aside=_LIB_SO,
+            post_lowering_signature="settings",
+            dryrun="native",
+            has_view_to_reshape=False,
+            verified=True,
         ),
         Release(
             line="2.9.0",
@@ -176,6 +212,34 @@ RELEASES: Dict[str, Release] = {
             tensorrt="10.13.0",
             numpy="numpy",
             runtime_deps=_COMMON_OLD + ("dllist", "numpy"),
+            move_aside=_LIB_SO,
+            post_lowering_signature="settings",
+            dryrun="native",
+            has_view_to_reshape=False,
+            verified=True,
+        ),
+        Release(
+            line="2.10.0",
+            wheels=("2.10.0",),
+            torch="2.10.0",
+            tensorrt="10.14.1",
+            numpy="numpy",
+            # METADATA also pins nvidia-cuda-runtime-cu13==0.0.0a0, a CUDA native distribution like
+            # the TensorRT ones: not installed (torch brings the CUDA runtime it was built with).
+            runtime_deps=_COMMON_OLD + ("dllist", "psutil", "numpy"),
+            move_aside=_LIB_SO,
+            post_lowering_signature="settings",
+            dryrun="native",
+            has_view_to_reshape=False,
+            verified=True,
+        ),
+        Release(
+            line="2.11.0",
+            wheels=("2.11.0",),
+            torch="2.11.0",
+            tensorrt="10.15.1",
+            numpy="numpy",
+            runtime_deps=_COMMON_OLD + ("dllist", "psutil", "numpy"),
             move_aside=_LIB_SO,
             post_lowering_signature="settings",
             dryrun="native",
@@ -194,8 +258,38 @@ RELEASES: Dict[str, Release] = {
             has_view_to_reshape=False,
             needs=(
                 "METADATA also requires executorch>=1.2.0 on Linux (not as an extra); only "
-                "torch_tensorrt.executorch imports it, so the compiler path should not need it (unverified)",
+                "torch_tensorrt.executorch imports it, and the compiler path runs without it",
             ),
+            verified=True,
+        ),
+        Release(
+            line="2.12.1",
+            wheels=("2.12.1",),
+            torch="2.12.1",
+            tensorrt="10.16.1",
+            numpy="numpy",
+            runtime_deps=_COMMON_OLD + ("filelock", "dllist", "psutil", "numpy"),
+            move_aside=_LIB_SO,
+            post_lowering_signature="settings",
+            dryrun="native",
+            has_view_to_reshape=False,
+            needs=("as 2.12.0: executorch is required on Linux but not needed by the compiler path",),
+        ),
+        Release(
+            line="2.13.0",
+            wheels=("2.13.0",),
+            torch="2.13.0",
+            # The machine's local wheel folder holds the CPU build 2.13.0+cpu (for the unit tests),
+            # which `torch==2.13.0` also matches; torch_tensorrt needs the CUDA build.
+            torch_requirement="torch==2.13.0,!=2.13.0+cpu",
+            tensorrt="11.0.0",
+            numpy="numpy",
+            runtime_deps=_COMMON_OLD + ("filelock", "dllist", "psutil", "numpy"),
+            move_aside=_LIB_SO,
+            post_lowering_signature="settings",
+            dryrun="native",
+            has_view_to_reshape=False,
+            verified=True,
         ),
         Release(
             line="2.14.0",
@@ -208,7 +302,6 @@ RELEASES: Dict[str, Release] = {
             post_lowering_signature="settings",
             dryrun="native",
             has_view_to_reshape=False,
-            expected_patches=_NO_VIEW_PASS,
             verified=True,
         ),
     )

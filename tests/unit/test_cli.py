@@ -34,3 +34,15 @@ def test_demo_runs_its_checks_on_the_embedded_model():
     from trt_compat.demo import run_demo
 
     assert run_demo() == 0
+
+
+def test_strict_report_fails_when_torch_tensorrt_cannot_be_imported():
+    import importlib.util
+
+    if importlib.util.find_spec("torch_tensorrt") is None:
+        import pytest
+
+        pytest.skip("needs an installed torch_tensorrt whose import fails (the harness venvs without the harness)")
+    result = run_cli("--json", TRT_COMPAT_STRICT="1")
+    assert result.returncode == 1
+    assert "import torch_tensorrt failed" in result.stderr

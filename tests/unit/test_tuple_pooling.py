@@ -1,7 +1,10 @@
 """Tests for trt_compat.patches.tuple_pooling: CPU only, no torch_tensorrt needed.
 
 Eager results of rewritten graphs are compared bit for bit (NaN positions included) with the
-original ATen ops, and every new node's meta['val'] with what FakeTensorProp computes.
+original ATen ops, and every new node's meta['val'] with what FakeTensorProp computes. Tests that
+depend on where the indices are computed run in both modes ("tensorrt", the default: decomposed into
+converter-friendly ops; "torch": the trt_compat:: indices ops); the decomposition itself is tested in
+depth in test_pooling_indices.py.
 """
 import importlib
 import logging
@@ -32,6 +35,7 @@ ADAPTIVE_MAX_POOL = {
     2: aten.adaptive_max_pool2d.default,
     3: aten.adaptive_max_pool3d.default,
 }
+MODES = ["tensorrt", "torch"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,7 +104,8 @@ def check_rewritten_graph(gm, example_inputs, fake_prop=True):
     stacks = [node.meta["nn_module_stack"] for node in nodes if "nn_module_stack" in node.meta]
     assert len({id(stack) for stack in stacks}) == len(stacks)
     if fake_prop:
-        FakeTensorProp(gm, FakeTensorMode()).propagate(*example_inputs)
+        # The decomposed indices read their window table from a buffer (a real tensor).
+        FakeTensorProp(gm, FakeTensorMode(allow_non_fake_inputs=True)).propagate(*example_inputs)
         for node in nodes:
             expected = node.meta["val"]
             got = recorded[node.name]
@@ -197,8 +202,18 @@ def export_graph(model, example, **kwargs):
     return torch.export.export(model, (example,), **kwargs).run_decompositions().graph_module
 
 
+def expected_indices_nodes(gm, indices_op, use_indices, mode):
+    """The custom op in "torch" mode; in "tensorrt" mode no custom op but one window gather."""
+    if mode == "torch":
+        assert count_target(gm, indices_op) == (1 if use_indices else 0)
+    else:
+        assert count_target(gm, indices_op) == 0
+        assert count_target(gm, aten.index_select.default) == (1 if use_indices else 0)
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", list(EXPORTED_CASES))
-def test_exported_model(case):
+def test_exported_model(case, mode):
     pool, shape, use_values, use_indices = EXPORTED_CASES[case]
     example = torch.randn(shape)
     gm = export_graph(PoolModel(pool, use_values, use_indices), example)
@@ -206,13 +221,13 @@ def test_exported_model(case):
     inputs = inputs_for(shape)
     expected = [gm(x) for x in inputs]
 
-    assert tp.decompose_tuple_pooling(gm) is gm
+    assert tp.decompose_tuple_pooling(gm, mode) is gm
 
     for x, want in zip(inputs, expected):
         assert_outputs_identical(gm(x), want)
     adaptive = isinstance(pool, (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d))
     indices_op = tp.ADAPTIVE_MAX_POOL_INDICES if adaptive else tp.MAX_POOL_INDICES
-    assert count_target(gm, indices_op) == (1 if use_indices else 0)
+    expected_indices_nodes(gm, indices_op, use_indices, mode)
     if not adaptive:
         assert sum(node.target in MAX_POOL.values() for node in call_nodes(gm)) == (1 if use_values else 0)
     elif use_values and "identity" not in case:
@@ -220,16 +235,17 @@ def test_exported_model(case):
     check_rewritten_graph(gm, [example])
 
 
-def test_unlifted_module_with_parameters():
+@pytest.mark.parametrize("mode", MODES)
+def test_unlifted_module_with_parameters(mode):
     model = nn.Sequential(nn.Conv2d(2, 4, 3), nn.AdaptiveMaxPool2d((2, 3), return_indices=True))
     example = special_input((2, 2, 9, 8), seed=10)
     gm = torch.export.export(model, (example,)).run_decompositions().module()
     expected = gm(example)
 
-    tp.decompose_tuple_pooling(gm)
+    tp.decompose_tuple_pooling(gm, mode)
 
     assert not any(tp.is_tuple_pooling_node(node) for node in gm.graph.nodes)
-    assert count_target(gm, tp.ADAPTIVE_MAX_POOL_INDICES) == 1
+    expected_indices_nodes(gm, tp.ADAPTIVE_MAX_POOL_INDICES, True, mode)
     assert_outputs_identical(gm(example), expected)
 
 
@@ -248,18 +264,24 @@ def test_exported_provenance_is_copied_not_shared():
             assert node.meta["nn_module_stack"] is not old_meta["nn_module_stack"]
 
 
-def test_exported_dynamic_batch_avoids_baking_the_batch_size():
+@pytest.mark.parametrize("mode", MODES)
+def test_exported_dynamic_batch_avoids_baking_the_batch_size(mode):
     batch = torch.export.Dim("batch", min=2, max=16)
     model = PoolModel(nn.AdaptiveMaxPool2d((3, 5), return_indices=True))
     gm = export_graph(model, torch.randn(4, 3, 7, 10), dynamic_shapes={"x": {0: batch}})
 
-    tp.decompose_tuple_pooling(gm)
+    tp.decompose_tuple_pooling(gm, mode)
 
-    # 10 -> 5 is divisible, but a reshape would need the symbolic batch size, so slices are used.
-    assert count_target(gm, aten.reshape.default) == 0
+    # 10 -> 5 is divisible, but a reshape would need the symbolic batch size, so slices are used;
+    # the decomposed indices reshape with -1 in place of the batch size.
+    reshapes = [node for node in call_nodes(gm) if node.target is aten.reshape.default]
+    assert all(node.args[1][0] == -1 for node in reshapes)
+    assert len(reshapes) == (0 if mode == "torch" else 2)
     check_rewritten_graph(gm, [], fake_prop=False)
     for node in call_nodes(gm):
-        assert not isinstance(node.meta["val"].shape[0], int)
+        # Only the window-table mask and scalar constants carry no batch dim.
+        if node.target not in (aten.lt.Scalar, aten.scalar_tensor.default):
+            assert not isinstance(node.meta["val"].shape[0], int), node.name
     for n in (2, 5):
         x = special_input((n, 3, 7, 10), seed=n)
         values, indices = aten.adaptive_max_pool2d.default(x, [3, 5])
@@ -288,20 +310,21 @@ HAND_BUILT_CASES = {
 USES = {"values+indices": ("values", "indices"), "values": ("values",), "indices": ("indices",)}
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("use", list(USES))
 @pytest.mark.parametrize("case", list(HAND_BUILT_CASES))
-def test_hand_built_graph(case, use):
+def test_hand_built_graph(case, use, mode):
     op, args, shape = HAND_BUILT_CASES[case]
     use = USES[use]
     example = torch.randn(shape)
     gm = pool_graph(op, args, use=use, example=example)
 
-    tp.decompose_tuple_pooling(gm)
+    tp.decompose_tuple_pooling(gm, mode)
 
     check_rewritten_graph(gm, [example])
     indices_op = tp.ADAPTIVE_MAX_POOL_INDICES if op in ADAPTIVE_MAX_POOL.values() else tp.MAX_POOL_INDICES
-    assert count_target(gm, indices_op) == ("indices" in use)
-    if "values" not in use:
+    expected_indices_nodes(gm, indices_op, "indices" in use, mode)
+    if "values" not in use and mode == "torch":
         assert len(call_nodes(gm)) == 1
     for x in inputs_for(shape):
         assert_outputs_identical(gm(x), reference(op, x, args, use=use))
@@ -358,7 +381,7 @@ def test_kwargs_are_kept_on_values_and_understood_for_indices():
     x = special_input((2, 3, 7, 8), seed=5)
     gm = pool_graph(op, (), kwargs=kwargs, example=x)
 
-    tp.decompose_tuple_pooling(gm)
+    tp.decompose_tuple_pooling(gm, "torch")
 
     values_node = next(node for node in call_nodes(gm) if node.target is MAX_POOL[2])
     assert values_node.kwargs == kwargs
@@ -390,7 +413,7 @@ def test_tuple_val_is_split_between_the_new_nodes():
     gm = pool_graph(op, args, example=x)
     values_val, indices_val = pool_node(gm).meta["val"]
 
-    tp.decompose_tuple_pooling(gm)
+    tp.decompose_tuple_pooling(gm, "torch")
 
     assert next(n for n in call_nodes(gm) if n.target is MAX_POOL[3]).meta["val"] is values_val
     assert next(n for n in call_nodes(gm) if n.target is tp.MAX_POOL_INDICES).meta["val"] is indices_val
@@ -437,7 +460,8 @@ def test_node_with_a_non_getitem_user_is_left_alone(caplog):
     assert "users other than getitem" in caplog.text
 
 
-def test_repeated_and_negative_getitems_share_one_replacement():
+@pytest.mark.parametrize("mode", MODES)
+def test_repeated_and_negative_getitems_share_one_replacement(mode):
     op, args = MAX_POOL_WITH_INDICES[2], ([2, 2],)
     x = torch.randn(2, 3, 6, 6)
     graph = torch.fx.Graph()
@@ -448,9 +472,9 @@ def test_repeated_and_negative_getitems_share_one_replacement():
     gm = torch.fx.GraphModule(torch.nn.Module(), graph)
     FakeTensorProp(gm, FakeTensorMode()).propagate(x)
 
-    tp.decompose_tuple_pooling(gm)
+    tp.decompose_tuple_pooling(gm, mode)
 
-    assert count_target(gm, tp.MAX_POOL_INDICES) == 1
+    expected_indices_nodes(gm, tp.MAX_POOL_INDICES, True, mode)
     assert count_target(gm, MAX_POOL[2]) == 1
     check_rewritten_graph(gm, [x])
     values, indices = op(x, *args)
@@ -570,13 +594,14 @@ def pooling_cases(draw):
     x = special_input(shape, seed=draw(st.integers(0, 2**16)), dtype=dtype, nan_fraction=nan_fraction)
     use = draw(st.sampled_from(list(USES.values())))
     stale_val = draw(st.booleans())
-    return op, args, x, use, stale_val
+    mode = draw(st.sampled_from(MODES))
+    return op, args, x, use, stale_val, mode
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pooling_cases())
 def test_property_bit_identical_to_aten(case):
-    op, args, x, use, stale_val = case
+    op, args, x, use, stale_val, mode = case
     try:
         expected = reference(op, x, args, use=use)
     except RuntimeError:
@@ -586,7 +611,7 @@ def test_property_bit_identical_to_aten(case):
         node = pool_node(gm)
         node.meta["val"] = node.meta["val"][0]
 
-    tp.decompose_tuple_pooling(gm)
+    tp.decompose_tuple_pooling(gm, mode)
 
     check_rewritten_graph(gm, [x])
     assert_outputs_identical(gm(x), expected)

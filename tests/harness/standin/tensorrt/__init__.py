@@ -20,7 +20,9 @@ Rules, each for a reason:
 - Names starting with "_" are NOT invented: Python's import machinery and torch_tensorrt probe private
   and dunder names with hasattr/getattr and must see them as absent (e.g. 2.14 reads `_package_name`).
 - Names whose mere presence switches a feature on are NOT invented either (see _ABSENT).
-- No `tensorrt.plugin` subpackage: on 2.9+ its presence switches the QDP plugin feature on.
+- No `tensorrt.plugin` subpackage: on 2.8+ its presence switches the QDP plugin feature on. The
+  releases that import it unconditionally (2.6-2.7) get one from ../standin_extras/qdp_plugin, which
+  activate.py adds to this package's __path__ through TRT_COMPAT_HARNESS_TENSORRT_PATH.
 """
 import os
 import sys
@@ -35,6 +37,8 @@ IS_TRT_COMPAT_HARNESS_STANDIN = True
 _ABSENT = frozenset({"tensorrt_rtx", "plugin"})
 
 tensorrt = sys.modules[__name__]
+
+__path__ += [p for p in os.environ.get("TRT_COMPAT_HARNESS_TENSORRT_PATH", "").split(os.pathsep) if p]
 
 
 class _PlaceholderMeta(type):

@@ -1,0 +1,105 @@
+"""Print the Markdown tables of BENCHMARKS.md from benchmarks/results/*.json.
+
+    python3 benchmarks/report.py            # stdlib only
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def load(name):
+    path = RESULTS / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def ms(value, digits=1):
+    return "–" if value is None else f"{value * 1e3:,.{digits}f}"
+
+
+def ratio(a, b):
+    return "–" if not a or not b else f"{a / b:.2f}"
+
+
+def view_table(data):
+    rows = data["view"]
+    print("| views | nodes | trt_compat wall ms | trt_compat CPU ms | of which graph work, CPU ms | recompile wall ms "
+          "| recompiles (with / without views) | upstream wall ms | upstream CPU ms | speed-up wall | speed-up CPU |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        if r.get("upstream_total_s"):
+            up_wall, up_cpu = ms(r["upstream_total_s"], 0), ms(r.get("upstream_total_cpu_s"), 0)
+            speed, speed_cpu = f"{r['speedup']}x", f"{r.get('speedup_cpu', '–')}x"
+        elif r.get("upstream_timeout_s"):
+            up_wall = f"> {r['upstream_timeout_s'] * 1e3:,.0f} (cap)"
+            up_cpu, speed, speed_cpu = "–", "–", "–"
+        else:
+            up_wall = up_cpu = speed = speed_cpu = "–"
+        print(f"| {r['views']:,} | {r['nodes']:,} | {ms(r['ours_total_s'])} | {ms(r.get('ours_total_cpu_s'))} "
+              f"| {ms(r['ours_graph_work_cpu_s'], 2)} | {ms(r['ours_recompile_s'])} "
+              f"| {r['ours_recompiles_per_call'][0]} / {r['ours_recompiles_without_views']} "
+              f"| {up_wall} | {up_cpu} | {speed} | {speed_cpu} |")
+    print()
+    print("Graph work (CPU) when the graph doubles:", ", ".join(
+        f"{a['views']:,}→{b['views']:,}: ×{ratio(b['ours_graph_work_cpu_s'], a['ours_graph_work_cpu_s'])}"
+        for a, b in zip(rows, rows[1:]) if b["views"] == 2 * a["views"]))
+    print()
+
+
+def per_node_table(rows, key, unit):
+    print(f"| {unit}s | wall ms | per {unit}, wall µs | graph work CPU ms | per {unit}, CPU µs | recompile wall ms "
+          "| runs |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        cpu = r.get("graph_work_cpu_s")
+        print(f"| {r[key]:,} | {ms(r['total_s'], 0)} | {r['total_s'] / r[key] * 1e6:,.0f} | {ms(cpu, 0)} "
+              f"| {'–' if cpu is None else f'{cpu / r[key] * 1e6:,.0f}'} | {ms(r.get('recompile_s'), 0)} "
+              f"| {r.get('repeats', '–')} |")
+    print()
+
+
+def compile_table(datas):
+    print("| release | model | patches applied | with: wall s | without: wall s | wall overhead | with: CPU s "
+          "| without: CPU s | CPU overhead | trt_compat's own work ms | own work / compile |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for data in datas:
+        for r in data["models"]:
+            print(f"| {data['release']} | {r['model']} | {', '.join(r['patches_applied'])} | {r['with_s']:.2f} "
+                  f"| {r['without_s']:.2f} | {r['overhead_pct']:+.1f} % | {r.get('with_cpu_s', 0):.2f} "
+                  f"| {r.get('without_cpu_s', 0):.2f} | {r.get('overhead_cpu_pct', 0):+.1f} % "
+                  f"| {r['own_work_s'] * 1e3:.1f} | {r['own_work_pct_of_compile']:.3f} % |")
+    print()
+
+
+def main():
+    view = load("passes-view") or load("passes")
+    if view and "view" in view:
+        print("### view → reshape\n")
+        view_table(view)
+    graphs = load("passes")
+    if graphs and "pooling" in graphs:
+        print("### pooling decomposition\n")
+        per_node_table(graphs["pooling"], "pools", "pool")
+    if graphs and "partition" in graphs:
+        print("### partition-input repair\n")
+        per_node_table(graphs["partition"], "boundaries", "boundary")
+    imp = load("import")
+    if imp:
+        print("### import\n")
+        print(f"`-X importtime` cumulative for trt_compat: median {imp['importtime_ms_median']:.2f} ms "
+              f"(min {imp['importtime_ms_min']:.2f}, max {imp['importtime_ms_max']:.2f}, {imp['runs']} runs); wall "
+              f"`import trt_compat` − `pass`: median {imp['wall_delta_ms_median']:.1f} ms "
+              f"({imp['wall_import_ms_median']:.1f} − {imp['wall_pass_ms_median']:.1f} ms); CPU time (rusage) "
+              f"`import trt_compat` − `pass`: median {imp['cpu_delta_ms_median']:.2f} ms; thread CPU time of the "
+              f"import statement: median {imp['in_process_cpu_ms_median']:.2f} ms; torch imported: "
+              f"{imp['torch_imported']}\n")
+    datas = [d for d in (load("compile-2.5.0"), load("compile-2.14.0")) if d]
+    if datas:
+        print("### dryrun compile\n")
+        compile_table(datas)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""The metadata audit on the real Torch-TensorRT lowering passes.
+
+With the audit on, upstream's view_to_reshape (2.3-2.5, #3221) is caught by name the moment it hands a
+reshape node another node's shape, and 2.2-2.4's replace_max_pool_with_indices the moment it leaves a tuple
+val on a single-tensor node (#3185). With trt_compat's fixes in place the same lowering is silent.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import activate  # tests/harness, put on sys.path by conftest
+
+_REASON = activate.unavailable_reason()
+if _REASON:
+    pytest.skip(_REASON, allow_module_level=True)
+
+import torch  # noqa: E402
+from torch_tensorrt.dynamo import lowering  # noqa: E402
+from torch_tensorrt.dynamo.lowering.passes import _aten_lowering_pass as aten_passes  # noqa: E402
+
+HARNESS = Path(activate.__file__).resolve().parent
+REPO = HARNESS.parents[1]
+
+# Per release, measured here: (view_to_reshape findings on ThreeViews, pass that breaks the pool's val or None).
+EXPECTED = {
+    "2.4.0": (2, "replace_max_pool_with_indices"),
+    "2.5.0": (2, None),
+    "2.14.0": (0, None),
+}
+
+
+@pytest.fixture
+def expected(release_row):
+    if release_row.line not in EXPECTED:
+        pytest.skip(f"no measured audit result for torch-tensorrt {release_row.line}: add it to EXPECTED")
+    return EXPECTED[release_row.line]
+
+
+@pytest.fixture(autouse=True)
+def audit():
+    """trt_compat.audit, on a pristine torch_tensorrt; afterwards off, with the very same passes back."""
+    import trt_compat
+    from trt_compat import audit
+
+    # The first `import trt_compat` of the session patches the already imported torch_tensorrt at once.
+    trt_compat.revert()
+    passes = list(aten_passes.ATEN_POST_LOWERING_PASSES.passes)
+    audit.clear()
+    yield audit
+    audit.disable()
+    audit.clear()
+    # Exact undo: the very same pass objects, in the same order.
+    after = aten_passes.ATEN_POST_LOWERING_PASSES.passes
+    assert len(after) == len(passes) and all(a is b for a, b in zip(after, passes))
+
+
+class ThreeViews(torch.nn.Module):
+    """Three views of one input consumed in reverse order (the #3221 reproducer, as in test_defects)."""
+
+    def forward(self, x):
+        a = x.view(6, 4)
+        b = x.view(2, 12)
+        c = x.view(24)
+        return c + 1, b * 2, a - 1
+
+
+class ConvCeilPool(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = torch.nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = torch.nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x):
+        return torch.relu(self.conv2(self.pool(self.conv1(x))))
+
+
+def lower(model, x, release_row):
+    ep = torch.export.export(model.eval(), (x,))
+    gm = ep.run_decompositions(lowering.get_decompositions(False)).module()
+    signature = release_row.post_lowering_signature
+    if signature == "sample_inputs":
+        return lowering.post_lowering(gm, [x])
+    if signature == "none":
+        return lowering.post_lowering(gm)
+    from torch_tensorrt.dynamo import CompilationSettings
+
+    return lowering.post_lowering(gm, CompilationSettings())
+
+
+def lower_views(release_row):
+    return lower(ThreeViews(), torch.randn(2, 3, 4), release_row)
+
+
+def lower_pool(release_row):
+    torch.manual_seed(0)
+    return lower(ConvCeilPool(), torch.randn(1, 3, 16, 16), release_row)
+
+
+def test_audit_names_upstream_view_to_reshape(audit, upstream, expected, release_row):
+    view_findings, _ = expected
+    with audit.auditing() as found:
+        lower_views(release_row)
+    assert len(found) == view_findings, [str(f) for f in found]
+    for finding in found:
+        assert finding.pass_name == "view_to_reshape" and finding.op == "aten.reshape.default"
+        assert finding.recorded != finding.propagated
+    assert audit.findings() == found
+
+
+def test_audit_names_upstream_pool_fusion(audit, upstream, expected, release_row):
+    _, pool_pass = expected
+    with audit.auditing() as found:
+        lower_pool(release_row)
+    if pool_pass is None:
+        assert found == []
+        return
+    (finding,) = found
+    assert finding.pass_name == pool_pass and finding.op == "aten.max_pool2d.default"
+    assert finding.recorded.startswith("(Tensor[1, 8, 8, 8] float32, Tensor[1, 8, 8, 8] int64)")
+    assert finding.propagated == "Tensor[1, 8, 8, 8] float32"
+
+
+def test_audit_is_silent_with_trt_compat(audit, shim, release_row):
+    with audit.auditing() as found:
+        lower_views(release_row)
+        lower_pool(release_row)
+    assert found == []
+
+
+def test_audit_catches_view_defect_with_only_fix_1_disabled(audit, monkeypatch, expected, release_row):
+    import trt_compat
+
+    monkeypatch.setenv("TRT_COMPAT_DISABLE", "view_to_reshape_metadata")
+    trt_compat.apply()
+    try:
+        with audit.auditing() as found:
+            lower_views(release_row)
+            lower_pool(release_row)
+    finally:
+        trt_compat.revert()
+    assert [f.pass_name for f in found] == ["view_to_reshape"] * expected[0]
+
+
+def test_strict_audit_raises_from_the_pass(audit, upstream, expected, monkeypatch, release_row):
+    import trt_compat
+
+    if expected[0] == 0:
+        pytest.skip("this release has no view_to_reshape defect to catch")
+    monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
+    with audit.auditing():
+        with pytest.raises(trt_compat.PatchError, match=r"lowering pass 'view_to_reshape' broke meta\['val'\]"):
+            lower_views(release_row)
+
+
+def test_audit_off_wraps_nothing(audit, upstream, monkeypatch):
+    import trt_compat
+
+    monkeypatch.delenv("TRT_COMPAT_AUDIT", raising=False)
+    before = list(aten_passes.ATEN_POST_LOWERING_PASSES.passes)
+    audit.enable()
+    wrapped = list(aten_passes.ATEN_POST_LOWERING_PASSES.passes)
+    assert all(w.__wrapped__ is b for w, b in zip(wrapped, before))
+    audit.disable()
+    trt_compat.apply()  # the engine re-syncs the audit after applying: off stays off
+    trt_compat.revert()
+    after = aten_passes.ATEN_POST_LOWERING_PASSES.passes
+    assert audit.is_enabled() is False
+    assert len(after) == len(before) and all(a is b for a, b in zip(after, before))
+
+
+AUDIT_SCRIPT = textwrap.dedent("""
+    import json, logging, sys
+    sys.path.insert(0, {harness!r}); sys.path.insert(0, {tests!r})
+    logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
+    import trt_compat
+    import activate
+    info = activate.prepare()
+    import torch, torch_tensorrt
+    from trt_compat import audit
+    from test_audit import lower_views
+    lower_views(info["row"])
+    print(json.dumps({{"states": {{p["name"]: p["state"] for p in trt_compat.report_dict()["patches"]}},
+                      "findings": [str(f) for f in audit.findings()]}}))
+""")
+
+
+def run_with_env(**env):
+    full = {k: v for k, v in os.environ.items() if not k.startswith("TRT_COMPAT_")}
+    full.update(env)
+    done = subprocess.run(
+        [sys.executable, "-c", AUDIT_SCRIPT.format(harness=str(HARNESS), tests=str(Path(__file__).parent))],
+        env=full, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def test_env_var_audit_on_the_real_activation_path(expected):
+    """TRT_COMPAT_AUDIT=1 alone turns it on: `import trt_compat`, then torch_tensorrt, then compile."""
+    result, log = run_with_env(TRT_COMPAT_AUDIT="1", TRT_COMPAT_DISABLE="view_to_reshape_metadata")
+    assert len(result["findings"]) == expected[0], result
+    if expected[0]:
+        assert result["states"]["view_to_reshape_metadata"] == "disabled"
+        assert all(f.startswith("lowering pass 'view_to_reshape' broke meta['val'] of node 'reshape_default")
+                   for f in result["findings"]), result
+        assert "trt_compat WARNING trt_compat audit: lowering pass 'view_to_reshape'" in log
+    print("\n".join(["TRT_COMPAT_AUDIT=1 TRT_COMPAT_DISABLE=view_to_reshape_metadata:"] + result["findings"]))

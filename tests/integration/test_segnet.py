@@ -1,0 +1,159 @@
+"""A SegNet-style encoder-decoder in one TensorRT block: pooling indices and unpooling, on the real compiler.
+
+No Torch-TensorRT release converts ``max_poolNd_with_indices`` (nor the ``getitem`` of its tuple) or
+``max_unpoolNd``, so upstream cuts such a model into several accelerated blocks with PyTorch in
+between. With trt_compat (``pool_indices="tensorrt"``, the default) every node has a converter and
+the whole model is one accelerated block; with ``pool_indices="torch"`` the indices and the unpooling
+run in PyTorch again.
+
+What is counted is what the real compiler sees: the unsupported operators are those the real
+``TorchTensorRTOperatorSupport`` (the converter registry with its capability validators) rejects in
+the graph handed to ``partitioning.get_graph_converter_support``, and the blocks are the
+``_run_on_acc`` children of the module ``compile_module`` returns, from
+``torch.compile(..., backend="torch_tensorrt", options={"dryrun": True, "min_block_size": 1})``.
+"""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import pytest
+
+import activate  # tests/harness, put on sys.path by conftest
+
+_REASON = activate.unavailable_reason()
+if _REASON:
+    pytest.skip(_REASON, allow_module_level=True)
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch_tensorrt.dynamo import partitioning  # noqa: E402
+from torch_tensorrt.dynamo.backend import backends  # noqa: E402
+from torch_tensorrt.dynamo.partitioning._global_partitioner import TorchTensorRTOperatorSupport  # noqa: E402
+
+# Measured without trt_compat on 2.4.0, 2.5.0 and 2.14.0 (the same on each): per pool/unpool pair,
+# the tuple op, its two getitems and the unpool are unsupported, and PyTorch splits the graph at each.
+UPSTREAM_UNSUPPORTED = {
+    "torch.ops.aten.max_pool2d_with_indices.default": 3,
+    "_operator.getitem": 6,
+    "torch.ops.aten.max_unpool2d.default": 3,
+}
+UPSTREAM_BLOCKS = 6
+# pool_indices="torch": the trt_compat:: indices ops and the unpools stay in PyTorch; the values
+# (max_pool2d) join the convolutions, so fewer blocks than upstream but still several.
+TORCH_MODE_UNSUPPORTED = {
+    "torch.ops.trt_compat.max_pool_indices.default": 3,
+    "torch.ops.aten.max_unpool2d.default": 3,
+}
+TORCH_MODE_BLOCKS = 4
+
+
+class SegNet(nn.Module):
+    """Three conv+relu+pool encoder stages, three unpool+conv decoder stages using the pools' indices."""
+
+    def __init__(self, channels=(3, 8, 16, 16), classes=4):
+        super().__init__()
+        pairs = list(zip(channels, channels[1:]))
+        self.encoders = nn.ModuleList(nn.Conv2d(a, b, 3, padding=1) for a, b in pairs)
+        self.decoders = nn.ModuleList(
+            nn.Conv2d(b, a if depth else classes, 3, padding=1) for depth, (a, b) in enumerate(pairs)
+        )
+        self.pool = nn.MaxPool2d(2, return_indices=True)
+        self.unpool = nn.MaxUnpool2d(2)
+
+    def forward(self, x):
+        indices = []
+        for conv in self.encoders:
+            x, index = self.pool(torch.relu(conv(x)))
+            indices.append(index)
+        for depth in reversed(range(len(self.decoders))):
+            x = self.decoders[depth](self.unpool(x, indices[depth]))
+            if depth:
+                x = torch.relu(x)
+        return x
+
+
+def segnet_and_input():
+    torch.manual_seed(0)
+    return SegNet().eval(), torch.randn(1, 3, 32, 32)
+
+
+@pytest.fixture
+def observed(monkeypatch):
+    """Record, per compile, the operators the real converter support rejects before partitioning."""
+    unsupported: List[Dict[str, int]] = []
+    original = partitioning.get_graph_converter_support
+
+    def spy(graph_module, *args, **kwargs):
+        support = TorchTensorRTOperatorSupport()
+        modules = dict(graph_module.named_modules())
+        for node in graph_module.graph.nodes:
+            if node.op == "call_function":
+                support.is_node_supported(modules, node)
+        unsupported.append(dict(support.unsupported_operators))
+        return original(graph_module, *args, **kwargs)
+
+    monkeypatch.setattr(partitioning, "get_graph_converter_support", spy)
+    return unsupported
+
+
+def dryrun_compile(model, x, monkeypatch):
+    """(output, accelerated block count) of a dryrun torch.compile that must not fall back to eager."""
+    produced = []
+    original = backends.compile_module
+
+    def spy(*args, **kwargs):
+        produced.append(original(*args, **kwargs))
+        return produced[-1]
+
+    monkeypatch.setattr(backends, "compile_module", spy)
+    compiled = torch.compile(model, backend="torch_tensorrt",
+                             options={"dryrun": True, "min_block_size": 1, "pass_through_build_failures": True})
+    with torch.no_grad():
+        out = compiled(x)
+    assert len(produced) == 1, "torch_tensorrt's compile_module did not run exactly once"
+    blocks = [name for name, _ in produced[0].named_children() if "_run_on_acc" in name]
+    return out, len(blocks)
+
+
+def test_segnet_without_trt_compat(upstream, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
+    model, x = segnet_and_input()
+    out, blocks = dryrun_compile(model, x, monkeypatch)
+    assert observed == [UPSTREAM_UNSUPPORTED]
+    assert blocks == UPSTREAM_BLOCKS
+    with torch.no_grad():
+        assert torch.equal(out, model(x))
+
+
+def test_segnet_with_trt_compat_is_one_block(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
+    import trt_compat
+
+    assert trt_compat.get_pool_indices() == "tensorrt"
+    model, x = segnet_and_input()
+    out, blocks = dryrun_compile(model, x, monkeypatch)
+    assert observed == [{}]
+    assert blocks == 1
+    with torch.no_grad():
+        assert torch.equal(out, model(x))
+
+
+def test_segnet_with_indices_kept_in_torch(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
+    import trt_compat
+
+    trt_compat.set_pool_indices("torch")
+    try:
+        model, x = segnet_and_input()
+        out, blocks = dryrun_compile(model, x, monkeypatch)
+    finally:
+        trt_compat.set_pool_indices(None)
+    assert observed == [TORCH_MODE_UNSUPPORTED]
+    assert blocks == TORCH_MODE_BLOCKS
+    with torch.no_grad():
+        assert torch.equal(out, model(x))
+
+
+def test_segnet_switch_from_the_environment(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
+    monkeypatch.setenv("TRT_COMPAT_POOL_INDICES", "torch")
+    model, x = segnet_and_input()
+    _, blocks = dryrun_compile(model, x, monkeypatch)
+    assert observed == [TORCH_MODE_UNSUPPORTED]
+    assert blocks == TORCH_MODE_BLOCKS

@@ -1,0 +1,115 @@
+"""Releases the matrix has not run: the report says so, and the version ranges and feature checks still decide.
+
+The detected version is faked (``trt_compat._engine.installed_versions``), and each real patch's ``apply`` is
+replaced by a stub that records the call, so these run without Torch-TensorRT: what is under test is the
+engine's decision and the report, not the patches themselves (tests/integration covers those).
+"""
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from trt_compat import _engine, _tested
+from trt_compat._patching import TargetChanged
+
+HARNESS = Path(__file__).resolve().parents[1] / "harness"
+
+
+@pytest.fixture
+def fake_release(monkeypatch):
+    """Pretend torch-tensorrt ``version`` is installed; returns the names of the patches whose apply() ran."""
+    ran = []
+    real = _engine.discover_patches()
+
+    def stub(patch, behaviour):
+        def apply(ctx):
+            ran.append(patch.name)
+            behaviour(patch, ctx)
+        return types.SimpleNamespace(PATCH=patch, apply=apply)
+
+    def install(version, behaviour=lambda patch, ctx: None):
+        versions = {"torch_tensorrt": version, "torch_tensorrt_distribution": "torch-tensorrt" if version else None,
+                    "torch": "2.99.0", "tensorrt": "11.9.0"}
+        monkeypatch.setattr(_engine, "installed_versions", lambda: dict(versions))
+        monkeypatch.setattr(_engine, "_records", {})
+        monkeypatch.setattr(_engine, "_discovered", [(patch, stub(patch, behaviour)) for patch, _ in real])
+        monkeypatch.delenv("TRT_COMPAT_DISABLE", raising=False)
+        monkeypatch.delenv("TRT_COMPAT_STRICT", raising=False)
+        return ran
+
+    return install
+
+
+def states(report):
+    return {p.name: p.state for p in report.patches}
+
+
+OPEN_ENDED = {"view_to_reshape_metadata": "not_needed", "tuple_partition_inputs": "applied", "tuple_pooling": "applied"}
+
+
+def test_future_release_is_untested_and_gets_the_open_ended_patches(fake_release):
+    ran = fake_release("2.99.0")
+    report = _engine.apply_patches()
+    assert report.release_status == "untested"
+    assert report.to_dict()["release_status"] == "untested"
+    assert states(report) == OPEN_ENDED
+    assert sorted(ran) == ["tuple_partition_inputs", "tuple_pooling"]
+    text = str(report)
+    newest = ".".join(map(str, max(_tested.TESTED_RELEASES)))
+    assert (f"release        untested release (tested: up to {newest}); each patch decided by its version range "
+            "and its feature check; applied: tuple_partition_inputs, tuple_pooling") in text
+
+
+def test_nightly_counts_as_its_release_for_the_decisions_but_is_untested(fake_release):
+    fake_release("2.15.0.dev20270101+cu130")
+    report = _engine.apply_patches()
+    assert report.release_status == "untested"
+    assert states(report) == OPEN_ENDED
+    assert "untested release" in str(report)
+
+
+def test_nightly_of_an_affected_release_gets_the_bounded_patch(fake_release):
+    ran = fake_release("2.5.0.dev20240901+cu124")
+    report = _engine.apply_patches()
+    assert report.release_status == "untested"
+    assert set(ran) == {"view_to_reshape_metadata", "tuple_partition_inputs", "tuple_pooling"}
+    assert "applied: tuple_partition_inputs, tuple_pooling, view_to_reshape_metadata" in str(report)
+
+
+def test_feature_check_still_decides_on_an_untested_release(fake_release):
+    def moved(patch, ctx):
+        if patch.name == "tuple_pooling":
+            raise TargetChanged("no post-lowering pass list")
+
+    fake_release("2.99.0", moved)
+    report = _engine.apply_patches()
+    assert states(report) == {**OPEN_ENDED, "tuple_pooling": "skipped"}
+    assert "target changed: no post-lowering pass list" in {p.name: p.reason for p in report.patches}["tuple_pooling"]
+    assert str(report).splitlines()[3].endswith("applied: tuple_partition_inputs")
+
+
+@pytest.mark.parametrize("version", [".".join(map(str, r)) for r in _tested.TESTED_RELEASES] + ["2.14.0+cu130"])
+def test_tested_releases_say_tested(fake_release, version):
+    fake_release(version)
+    report = _engine.apply_patches()
+    assert report.release_status == "tested"
+    assert "release        tested" in str(report)
+
+
+@pytest.mark.parametrize("version", [None, "not-a-version"])
+def test_unknown_release(fake_release, version):
+    fake_release(version)
+    report = _engine.build_report()
+    assert report.release_status == "unknown"
+    assert report.to_dict()["release_status"] == "unknown"
+
+
+def test_tested_releases_are_the_verified_matrix_rows():
+    sys.path.insert(0, str(HARNESS))
+    try:
+        import releases
+    finally:
+        sys.path.remove(str(HARNESS))
+    verified = {r.version_tuple for r in releases.RELEASES.values() if r.verified}
+    assert set(_tested.TESTED_RELEASES) == verified
