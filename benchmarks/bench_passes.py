@@ -9,6 +9,8 @@ Three benchmarks (graphs from benchmarks/graphs.py):
   Torch-TensorRT (2.5.0 under the offline harness), in this same process, on the same graphs. Every
   ``GraphModule.recompile`` is counted and timed, so each pass's own graph work is reported apart from the
   code generation it ends with. Upstream runs are capped by ``--upstream-timeout`` per run.
+* ``view-work``: trt_compat's view pass alone with ``recompile`` stubbed out, 3x the repeats, for the
+  doubling test of its own graph work.
 * ``pooling``: ``decompose_tuple_pooling`` on N tuple pools whose values and indices are both used.
 * ``partition``: ``repair_submodule_inputs`` on each of N accelerated blocks with a stale tuple input, after
   ``remember_partition`` on their parent -- what trt_compat's wrappers do inside ``fast_partition`` and
@@ -128,6 +130,36 @@ def bench_view(sizes, repeats, upstream_timeout, upstream_repeats):
     return rows
 
 
+def bench_view_work(sizes, repeats):
+    """trt_compat's view pass with ``GraphModule.recompile`` replaced by a no-op: its own graph work alone.
+
+    Timed this way (more repeats, CPU time) because inside a full run each repeat's graph work of a few ms sits
+    next to a recompile of seconds, whose cache churn and the machine's load swamp a doubling test.
+    """
+    import torch.fx
+
+    from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
+
+    rows = []
+    original = torch.fx.GraphModule.recompile
+    torch.fx.GraphModule.recompile = lambda gm, *args, **kwargs: None
+    try:
+        for n in sizes:
+            gm = graphs.view_chain(n)
+            runs = []
+            for _ in range(repeats):
+                runs.append(_common.timed(replace_views_with_reshapes, gm))
+                graphs.restore_views(gm)
+            cpu = [t.cpu_seconds for t in runs]
+            rows.append({"views": n, "graph_work_cpu_s": _common.median(cpu), "graph_work_cpu_min_s": min(cpu),
+                         "graph_work_s": _common.median([t.seconds for t in runs]), "repeats": repeats})
+            log(f"  view graph work {n:>6}: {_common.fmt_ms(rows[-1]['graph_work_cpu_s'])} ms CPU "
+                f"(min {_common.fmt_ms(min(cpu))} ms)")
+    finally:
+        torch.fx.GraphModule.recompile = original
+    return rows
+
+
 def bench_pooling(sizes, repeats):
     from trt_compat.patches.tuple_pooling import TUPLE_POOLING_OPS, decompose_tuple_pooling
 
@@ -201,6 +233,9 @@ def main(argv=None):
     if "view" in only:
         log("view -> reshape")
         results["view"] = bench_view(sizes, args.repeats, args.upstream_timeout, args.upstream_repeats)
+    if "view-work" in only:
+        log("view -> reshape, graph work only")
+        results["view_work"] = bench_view_work(sizes, 3 * args.repeats)
     if "pooling" in only:
         log("pooling decomposition")
         results["pooling"] = bench_pooling(sizes, max(1, args.repeats // 2))

@@ -49,7 +49,7 @@ def view_table(data):
 
 
 def per_node_table(rows, key, unit):
-    print(f"| {unit}s | wall ms | per {unit}, wall µs | graph work CPU ms | per {unit}, CPU µs | recompile wall ms "
+    print(f"| {key} | wall ms | per {unit}, wall µs | graph work CPU ms | per {unit}, CPU µs | recompile wall ms "
           "| runs |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
@@ -74,17 +74,30 @@ def compile_table(datas):
 
 
 def main():
-    view = load("passes-view") or load("passes")
+    view = load("passes-view")
     if view and "view" in view:
         print("### view → reshape\n")
         view_table(view)
-    graphs = load("passes")
-    if graphs and "pooling" in graphs:
-        print("### pooling decomposition\n")
-        per_node_table(graphs["pooling"], "pools", "pool")
-    if graphs and "partition" in graphs:
-        print("### partition-input repair\n")
-        per_node_table(graphs["partition"], "boundaries", "boundary")
+    work = load("passes-view-work")
+    if work:
+        rows = work["view_work"]
+        print("trt_compat's graph work alone (recompile stubbed out, "
+              f"{rows[0]['repeats']} repeats, CPU ms, median / min): "
+              + ", ".join(f"{r['views']:,}: {ms(r['graph_work_cpu_s'], 2)} / {ms(r['graph_work_cpu_min_s'], 2)}"
+                          for r in rows))
+        print("Doubling:", ", ".join(
+            f"{a['views']:,}→{b['views']:,}: ×{ratio(b['graph_work_cpu_s'], a['graph_work_cpu_s'])} (min "
+            f"×{ratio(b['graph_work_cpu_min_s'], a['graph_work_cpu_min_s'])})"
+            for a, b in zip(rows, rows[1:]) if b["views"] == 2 * a["views"]))
+        print()
+    for title, section, key, unit, names in (
+            ("pooling decomposition", "pooling", "pools", "pool", ("passes-pooling",)),
+            ("partition-input repair", "partition", "boundaries", "boundary", ("passes-partition",))):
+        for name in names:
+            data = load(name)
+            if data and section in data:
+                print(f"### {title} (`results/{name}.json`)\n")
+                per_node_table(data[section], key, unit)
     imp = load("import")
     if imp:
         print("### import\n")

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Every benchmark behind BENCHMARKS.md, then the chart. Needs the environments of tests/run.sh plus the
-# Torch-TensorRT 2.5.0 one and a python with matplotlib:
+# Every benchmark behind BENCHMARKS.md, then the chart and the tables. Needs the environments of tests/run.sh plus
+# the Torch-TensorRT 2.5.0 one and a python with matplotlib:
 #   python3 tests/harness/make_env.py 2.5.0 .venvs/tt-2.5.0
 #   python3 -m venv .venvs/plot && .venvs/plot/bin/pip install matplotlib
-# About 45 minutes on a shared 2-core machine, most of it upstream's view_to_reshape and the compiles.
+# Over an hour on a loaded 2-core machine (upstream's view_to_reshape, the 20k pooling graph and the compiles);
+# the steps are independent, so any one can be re-run alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+TT25=.venvs/tt-2.5.0/bin/python
 
-.venvs/unit/bin/python benchmarks/bench_import.py
-.venvs/tt-2.5.0/bin/python benchmarks/bench_passes.py --only view --out passes-view
-.venvs/tt-2.5.0/bin/python benchmarks/bench_passes.py --only pooling,partition --out passes
-.venvs/tt-2.5.0/bin/python benchmarks/bench_compile.py
-.venvs/tt-2.14.0/bin/python benchmarks/bench_compile.py
-.venvs/plot/bin/python benchmarks/plot_scaling.py benchmarks/results/passes-view.json benchmarks/results/passes.json
+.venvs/unit/bin/python benchmarks/bench_import.py --runs 30
+"$TT25" benchmarks/bench_passes.py --only view --repeats 7 --upstream-repeats 1 --upstream-timeout 150 --out passes-view
+"$TT25" benchmarks/bench_passes.py --only view-work --out passes-view-work
+"$TT25" benchmarks/bench_passes.py --only pooling --repeats 2 --out passes-pooling
+"$TT25" benchmarks/bench_passes.py --only partition --repeats 4 --out passes-partition
+"$TT25" benchmarks/bench_compile.py --pairs 3
+.venvs/tt-2.14.0/bin/python benchmarks/bench_compile.py --pairs 3
+.venvs/plot/bin/python benchmarks/plot_scaling.py benchmarks/results/passes-{view,view-work,pooling,partition}.json
+python3 benchmarks/report.py

@@ -144,6 +144,7 @@ RELEASES: Dict[str, Release] = {
             post_lowering_signature="none",
             dryrun="native",
             has_view_to_reshape=True,
+            verified=True,
         ),
         Release(
             line="2.6.0",
@@ -176,6 +177,7 @@ RELEASES: Dict[str, Release] = {
             has_view_to_reshape=True,
             standin_extras=("qdp_plugin",),
             needs=("as 2.6.0: the tensorrt.plugin stand-in",),
+            verified=True,
         ),
         Release(
             line="2.7.0",
@@ -191,6 +193,7 @@ RELEASES: Dict[str, Release] = {
             # 2.8 moved these imports into functions and gates the feature on find_spec("tensorrt.plugin").
             standin_extras=("qdp_plugin",),
             needs=("as 2.6.x: dynamo.conversion.plugins imports tensorrt.plugin at import time",),
+            verified=True,
         ),
         Release(
             line="2.8.0",
@@ -244,6 +247,7 @@ RELEASES: Dict[str, Release] = {
             post_lowering_signature="settings",
             dryrun="native",
             has_view_to_reshape=False,
+            verified=True,
         ),
         Release(
             line="2.12.0",
@@ -274,6 +278,7 @@ RELEASES: Dict[str, Release] = {
             dryrun="native",
             has_view_to_reshape=False,
             needs=("as 2.12.0: executorch is required on Linux but not needed by the compiler path",),
+            verified=True,
         ),
         Release(
             line="2.13.0",

@@ -58,7 +58,7 @@ class Upstream:
 
 TUPLE_VAL_ERROR = r"meta val for input node max_pool2d_default is of type : <class 'tuple'>"
 MISSING_META_ERROR = r"Input max_pool2d_default does not contain metadata"
-# 2.10-2.11: with dryrun the blocks stay GraphModules, and compile_module then calls a TensorRT-module
+# 2.10.0: with dryrun the blocks stay GraphModules, and compile_module then calls a TensorRT-module
 # method on the block that produces the graph's output.
 UNOWNED_OUTPUT_ERROR = r"'GraphModule' object has no attribute 'set_output_tensors_as_unowned'"
 
@@ -164,6 +164,15 @@ UPSTREAM = {
         dryrun_indices_ok=True,
     ),
     "2.12.0": Upstream(
+        view_pass=False,
+        view_mismatches=0,
+        pool_meta_after_lowering="tensor",
+        registered_stale_pass_survives=False,
+        boundary_error=None,
+        dryrun_ceil_pool_error=None,
+        dryrun_indices_ok=True,
+    ),
+    "2.12.1": Upstream(
         view_pass=False,
         view_mismatches=0,
         pool_meta_after_lowering="tensor",

@@ -52,6 +52,16 @@ def assert_bit_identical(actual, expected):
     assert torch.equal(actual.signbit()[numbers], expected.signbit()[numbers])
 
 
+def aten_reference(spatial_dims, *args):
+    """ATen's own unpool, or None where this torch has no CPU kernel for the dtype (torch 2.4: no Half/BFloat16)."""
+    try:
+        return UNPOOL[spatial_dims](*args)
+    except RuntimeError as exc:
+        if "not implemented for" not in str(exc):
+            raise
+        return None
+
+
 def call_nodes(gm):
     return [node for node in gm.graph.nodes if node.op == "call_function"]
 
@@ -148,11 +158,14 @@ def test_unpool2d_layouts_and_dtypes(dtype, layout):
         values, indices = (t.contiguous(memory_format=torch.channels_last) for t in (values, indices))
     elif layout == "strided":
         values, indices = values.transpose(2, 3).contiguous().transpose(2, 3), indices
+    expected = aten_reference(2, values, indices, [7, 9])
+    if expected is None:
+        pytest.skip(f"ATen on torch {torch.__version__} has no CPU max_unpool2d for {dtype}")
     gm = unpool_graph(2, [7, 9], values, indices)  # larger than the pooled input: trailing zeros
     tp.decompose_tuple_pooling(gm)
     assert {node.target for node in call_nodes(gm)} <= CONVERTIBLE
     check_vals(gm, values, indices)
-    assert_bit_identical(gm(values, indices), UNPOOL[2](values, indices, [7, 9]))
+    assert_bit_identical(gm(values, indices), expected)
 
 
 def test_unpool3d_with_stride_and_padding_arguments():
@@ -251,7 +264,8 @@ def test_property_unpool_bit_identical(case):
         values = values * 2 - 1  # unique indices: any values give a deterministic result
     output_size = [size + extra for size, extra in zip(x.shape[-spatial_dims:], grow)]
     extra = (stride, padding) if spatial_dims == 3 else ()
-    expected = UNPOOL[spatial_dims](values, indices, output_size, *extra)
+    expected = aten_reference(spatial_dims, values, indices, output_size, *extra)
+    assume(expected is not None)
     gm = unpool_graph(spatial_dims, output_size, values, indices, extra)
 
     tp.decompose_tuple_pooling(gm, "tensorrt")
