@@ -61,25 +61,8 @@ def audit():
     assert len(after) == len(passes) and all(a is b for a, b in zip(after, passes))
 
 
-class ThreeViews(torch.nn.Module):
-    """Three views of one input consumed in reverse order (the #3221 reproducer, as in test_defects)."""
-
-    def forward(self, x):
-        a = x.view(6, 4)
-        b = x.view(2, 12)
-        c = x.view(24)
-        return c + 1, b * 2, a - 1
-
-
-class ConvCeilPool(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.pool = torch.nn.MaxPool2d(3, 2, ceil_mode=True)
-        self.conv2 = torch.nn.Conv2d(8, 4, 3, padding=1)
-
-    def forward(self, x):
-        return torch.relu(self.conv2(self.pool(self.conv1(x))))
+# The reproducers of the defects the audit has to catch, shared with test_defects.
+from test_defects import ConvCeilPool, ThreeViews  # noqa: E402
 
 
 def lower(model, x, release_row):
