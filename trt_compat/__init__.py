@@ -3,6 +3,8 @@
 ``import trt_compat`` imports neither torch nor torch_tensorrt: it registers a post-import hook that applies the
 needed patches right after ``torch_tensorrt`` is imported, or at once if it already is.
 """
+import os as _os
+
 from ._errors import PatchError, TargetChanged
 from ._version import __version__
 
@@ -77,6 +79,16 @@ def get_pool_indices():
     return _config.pool_indices()
 
 
+def _find_patches_in_checkout():
+    # Installs put trt_compat.patches inside the package; a source checkout keeps it in ../patches. Running from
+    # the checkout's root (`python -m trt_compat demo` after `pip install .`) imports this directory, not the
+    # installed copy, so let it find its patches there too.
+    root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+    if not _os.path.isdir(_os.path.join(__path__[0], "patches")) and \
+            _os.path.isfile(_os.path.join(root, "patches", "__init__.py")):
+        __path__.append(root)
+
+
 def _on_torch_tensorrt_imported(module):
     try:
         from . import _engine
@@ -99,4 +111,5 @@ def _activate():
     when_imported("torch_tensorrt", _on_torch_tensorrt_imported)
 
 
+_find_patches_in_checkout()
 _activate()

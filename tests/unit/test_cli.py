@@ -46,3 +46,15 @@ def test_strict_report_fails_when_torch_tensorrt_cannot_be_imported():
     result = run_cli("--json", TRT_COMPAT_STRICT="1")
     assert result.returncode == 1
     assert "import torch_tensorrt failed" in result.stderr
+
+
+def test_a_source_checkout_finds_its_patches_without_an_install():
+    # The README's quick start runs `python -m trt_compat demo` from the checkout's root after `pip install .`:
+    # there the checkout's trt_compat/ shadows the installed one and must still find ../patches.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-S", "-c", "import trt_compat.patches as p; print(p.__file__)"],
+                            cwd=root, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert Path(result.stdout.strip()) == root / "patches" / "__init__.py"
