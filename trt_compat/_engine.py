@@ -220,15 +220,14 @@ def _raise_if_strict(problems: List[str]) -> None:
 def build_report() -> Report:
     with _lock:
         versions = installed_versions()
-        strict = read_config().strict
+        config = read_config()
+        version, release = _target_release()
         statuses = []
         try:
             patches = discover_patches()
         except Exception as exc:
-            return Report(versions, [PatchStatus("*", "patches could not be loaded", "", "", FAILED, repr(exc))], strict,
-                          release_status(*_target_release()))
-        version, release = _target_release()
-        config = read_config()
+            return Report(versions, [PatchStatus("*", "patches could not be loaded", "", "", FAILED, repr(exc))],
+                          config.strict, release_status(version, release))
         for patch, _ in patches:
             record = _records.get(patch.name)
             if record is not None:
@@ -244,7 +243,7 @@ def build_report() -> Report:
             else:
                 state, reason = PENDING, "applied when torch_tensorrt is imported"
             statuses.append(PatchStatus(patch.name, patch.title, patch.issue, patch.affects, state, reason))
-        return Report(versions, statuses, strict, release_status(version, release))
+        return Report(versions, statuses, config.strict, release_status(version, release))
 
 
 def context_of(name: str) -> Optional[PatchContext]:
