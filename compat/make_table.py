@@ -131,12 +131,14 @@ def render(results: dict) -> str:
                         findings.append(f"- {row.line}, {model}, {level}, {side} trt_compat: `{entry['error']}`")
     if findings:
         lines += ["", "Smoke failures (first line of the error):", "", *findings]
-    lines += ["", "## Versions", "", "| torch-tensorrt | torch | stand-in tensorrt | trt_compat | python | date |",
+    lines += ["", "## Versions", "",
+              "| torch-tensorrt | torch | stand-in tensorrt | trt_compat (commit) | python | date |",
               "|---|---|---|---|---|---|"]
     for data in ran:
         v = data["versions"]
-        lines.append(f"| {v['torch_tensorrt']} | {v['torch']} | {v['tensorrt_standin']} | {v['trt_compat']} | "
-                     f"{v['python']} | {data['date']} |")
+        commit = v.get("trt_compat_commit", "not recorded")
+        lines.append(f"| {v['torch_tensorrt']} | {v['torch']} | {v['tensorrt_standin']} | {v['trt_compat']} "
+                     f"({commit}) | {v['python']} | {data['date']} |")
     missing = [r.line for r in ordered if r.line not in results]
     if missing:
         lines += ["", f"Not run: {', '.join(missing)}."]

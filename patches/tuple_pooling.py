@@ -27,7 +27,8 @@ nodes:
 
 In ``"tensorrt"`` mode ``aten.max_unpool2d`` / ``aten.max_unpool3d`` (``nn.MaxUnpool1d`` exports as
 ``max_unpool2d`` between an unsqueeze and a squeeze) become zeros + ``scatter`` on the flattened
-spatial dims, so pool, unpool and everything between them can stay in one TensorRT engine.
+spatial dims, so pool, unpool and everything between them can stay in one TensorRT engine (from 2.4;
+2.2 and 2.3 convert no ``scatter``, so there each unpool's scatter runs in PyTorch, exactly).
 
 ATen's choice of index (CPU kernels, torch 2.4 and 2.13 alike): in scan order over the valid
 (unpadded) window positions, a value replaces the running maximum when it is greater or NaN, starting

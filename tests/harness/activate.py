@@ -209,3 +209,11 @@ def prepare() -> Dict[str, Any]:
         "standin_extras": list(release.standin_extras),
         "row": release,
     }
+
+
+def post_lowering_manager():
+    """The imported torch_tensorrt's post-lowering pass manager, by its name on each release:
+    ATEN_POST_LOWERING_PASSES from 2.3 on, ATEN_LOWERING_PASSES on 2.2."""
+    from torch_tensorrt.dynamo.lowering.passes import _aten_lowering_pass as passes
+
+    return getattr(passes, "ATEN_POST_LOWERING_PASSES", None) or passes.ATEN_LOWERING_PASSES

@@ -1,8 +1,9 @@
 """The metadata audit on the real Torch-TensorRT lowering passes.
 
-With the audit on, upstream's view_to_reshape (2.3-2.5, #3221) is caught by name the moment it hands a
-reshape node another node's shape, and 2.2-2.4's replace_max_pool_with_indices the moment it leaves a tuple
-val on a single-tensor node (#3185). With trt_compat's fixes in place the same lowering is silent.
+With the audit on, upstream's view_to_reshape (2.2-2.5, #3221) is caught by name the moment it hands a
+reshape node another node's shape (or none), and 2.2-2.4's replace_max_pool_with_indices the moment it
+leaves a tuple val (2.4) or none (2.2, 2.3) on a single-tensor node (#3185). With trt_compat's fixes in
+place the same lowering is silent.
 """
 from __future__ import annotations
 
@@ -22,25 +23,26 @@ if _REASON:
     pytest.skip(_REASON, allow_module_level=True)
 
 import torch  # noqa: E402
-from torch_tensorrt.dynamo import lowering  # noqa: E402
-from torch_tensorrt.dynamo.lowering.passes import _aten_lowering_pass as aten_passes  # noqa: E402
 
 HARNESS = Path(activate.__file__).resolve().parent
 REPO = HARNESS.parents[1]
 
-# Per release, measured here: (view_to_reshape findings on ThreeViews, pass that breaks the pool's val or None).
-EXPECTED = {
-    "2.4.0": (2, "replace_max_pool_with_indices"),
-    "2.5.0": (2, None),
-    "2.14.0": (0, None),
-}
+# The reproducers of the defects the audit has to catch, and what upstream does with them on each release,
+# shared with test_defects: the audit must find exactly what that table measured.
+from test_defects import UPSTREAM, ConvCeilPool, ThreeViews, export_and_lower  # noqa: E402
+
+# The fused max_pool2d's val as the audit describes it, by test_defects' pool_meta_after_lowering; a
+# correct "tensor" gives no finding.
+POOL_RECORDED = {"tuple": "(Tensor[1, 8, 8, 8] float32, Tensor[1, 8, 8, 8] int64)", "missing": "missing"}
 
 
 @pytest.fixture
 def expected(release_row):
-    if release_row.line not in EXPECTED:
-        pytest.skip(f"no measured audit result for torch-tensorrt {release_row.line}: add it to EXPECTED")
-    return EXPECTED[release_row.line]
+    """(view_to_reshape findings on ThreeViews, recorded val of the pool finding or None)."""
+    if release_row.line not in UPSTREAM:
+        pytest.skip(f"no measured upstream behaviour for torch-tensorrt {release_row.line} in test_defects.UPSTREAM")
+    upstream = UPSTREAM[release_row.line]
+    return upstream.view_mismatches, POOL_RECORDED.get(upstream.pool_meta_after_lowering)
 
 
 @pytest.fixture(autouse=True)
@@ -51,40 +53,23 @@ def audit():
 
     # The first `import trt_compat` of the session patches the already imported torch_tensorrt at once.
     trt_compat.revert()
-    passes = list(aten_passes.ATEN_POST_LOWERING_PASSES.passes)
+    passes = list(activate.post_lowering_manager().passes)
     audit.clear()
     yield audit
     audit.disable()
     audit.clear()
     # Exact undo: the very same pass objects, in the same order.
-    after = aten_passes.ATEN_POST_LOWERING_PASSES.passes
+    after = activate.post_lowering_manager().passes
     assert len(after) == len(passes) and all(a is b for a, b in zip(after, passes))
 
 
-# The reproducers of the defects the audit has to catch, shared with test_defects.
-from test_defects import ConvCeilPool, ThreeViews  # noqa: E402
-
-
-def lower(model, x, release_row):
-    ep = torch.export.export(model.eval(), (x,))
-    gm = ep.run_decompositions(lowering.get_decompositions(False)).module()
-    signature = release_row.post_lowering_signature
-    if signature == "sample_inputs":
-        return lowering.post_lowering(gm, [x])
-    if signature == "none":
-        return lowering.post_lowering(gm)
-    from torch_tensorrt.dynamo import CompilationSettings
-
-    return lowering.post_lowering(gm, CompilationSettings())
-
-
 def lower_views(release_row):
-    return lower(ThreeViews(), torch.randn(2, 3, 4), release_row)
+    return export_and_lower(ThreeViews().eval(), torch.randn(2, 3, 4), release_row)
 
 
 def lower_pool(release_row):
     torch.manual_seed(0)
-    return lower(ConvCeilPool(), torch.randn(1, 3, 16, 16), release_row)
+    return export_and_lower(ConvCeilPool().eval(), torch.randn(1, 3, 16, 16), release_row)
 
 
 def test_audit_names_upstream_view_to_reshape(audit, upstream, expected, release_row):
@@ -99,15 +84,15 @@ def test_audit_names_upstream_view_to_reshape(audit, upstream, expected, release
 
 
 def test_audit_names_upstream_pool_fusion(audit, upstream, expected, release_row):
-    _, pool_pass = expected
+    _, pool_recorded = expected
     with audit.auditing() as found:
         lower_pool(release_row)
-    if pool_pass is None:
+    if pool_recorded is None:
         assert found == []
         return
     (finding,) = found
-    assert finding.pass_name == pool_pass and finding.op == "aten.max_pool2d.default"
-    assert finding.recorded.startswith("(Tensor[1, 8, 8, 8] float32, Tensor[1, 8, 8, 8] int64)")
+    assert finding.pass_name == "replace_max_pool_with_indices" and finding.op == "aten.max_pool2d.default"
+    assert finding.recorded.startswith(pool_recorded)
     assert finding.propagated == "Tensor[1, 8, 8, 8] float32"
 
 
@@ -147,14 +132,14 @@ def test_audit_off_wraps_nothing(audit, upstream, monkeypatch):
     import trt_compat
 
     monkeypatch.delenv("TRT_COMPAT_AUDIT", raising=False)
-    before = list(aten_passes.ATEN_POST_LOWERING_PASSES.passes)
+    before = list(activate.post_lowering_manager().passes)
     audit.enable()
-    wrapped = list(aten_passes.ATEN_POST_LOWERING_PASSES.passes)
+    wrapped = list(activate.post_lowering_manager().passes)
     assert all(w.__wrapped__ is b for w, b in zip(wrapped, before))
     audit.disable()
     trt_compat.apply()  # the engine re-syncs the audit after applying: off stays off
     trt_compat.revert()
-    after = aten_passes.ATEN_POST_LOWERING_PASSES.passes
+    after = activate.post_lowering_manager().passes
     assert audit.is_enabled() is False
     assert len(after) == len(before) and all(a is b for a, b in zip(after, before))
 

@@ -290,13 +290,8 @@ def export_and_lower(model, x, release_row):
     return lowering.post_lowering(gm, CompilationSettings())
 
 
-def post_lowering_manager():
-    """The post-lowering pass list: ATEN_POST_LOWERING_PASSES, called ATEN_LOWERING_PASSES on 2.2.0."""
-    return getattr(aten_passes, "ATEN_POST_LOWERING_PASSES", None) or aten_passes.ATEN_LOWERING_PASSES
-
-
 def post_lowering_pass_names():
-    return [getattr(p, "__name__", repr(p)) for p in post_lowering_manager().passes]
+    return [getattr(p, "__name__", repr(p)) for p in activate.post_lowering_manager().passes]
 
 
 # 2.14's decomposition table turns aten.view into aten._reshape_copy before lowering ever runs.
@@ -446,10 +441,10 @@ def test_3185_user_lowering_pass_with_stale_meta(upstream, expect, release_row):
     try:
         gm = export_and_lower(make_model(ConvCeilPool), image_input(), release_row)
     finally:
-        index = next(i for i, p in enumerate(post_lowering_manager().passes)
+        index = next(i for i, p in enumerate(activate.post_lowering_manager().passes)
                      if p is make_pool_meta_stale)
         aten_passes._remove_lowering_pass(index=index)
-    assert make_pool_meta_stale not in post_lowering_manager().passes
+    assert make_pool_meta_stale not in activate.post_lowering_manager().passes
     (pool,) = max_pool_nodes(gm)
     assert isinstance(pool.meta.get("val"), tuple) == expect.registered_stale_pass_survives
 

@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import re
+import subprocess
 import sys
 import traceback
 from pathlib import Path
@@ -74,6 +75,7 @@ def write_results(harness_info):
             "torch": torch.__version__,
             "tensorrt_standin": harness_info["tensorrt"],
             "trt_compat": trt_compat.__version__,
+            "trt_compat_commit": _source_commit(),
             "python": platform.python_version(),
         },
         harness={"standin_extras": harness_info["standin_extras"],
@@ -82,6 +84,16 @@ def write_results(harness_info):
     Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder) / f"{harness_info['release']}.json"
     path.write_text(json.dumps(RESULTS, indent=2, sort_keys=True) + "\n")
+
+
+def _source_commit() -> str:
+    """The checkout's commit the row was measured from ("+dirty" with uncommitted changes), or "unknown"."""
+    try:
+        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[2]), "describe", "--always",
+                               "--dirty=+dirty", "--abbrev=12"], capture_output=True, text=True, timeout=30)
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
 def _error(exc: BaseException) -> str:
@@ -151,7 +163,7 @@ def measure_stale_pass(release_row):
     try:
         gm = lowered_ceil_pool(release_row)
     finally:
-        passes = td.post_lowering_manager().passes
+        passes = activate.post_lowering_manager().passes
         td.aten_passes._remove_lowering_pass(index=next(i for i, p in enumerate(passes) if p is td.make_pool_meta_stale))
     kept = pool_meta_kind(gm) == "tuple"
     return kept, boundary_inputs_error(gm, td.image_input())

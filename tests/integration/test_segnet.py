@@ -3,8 +3,9 @@
 No Torch-TensorRT release converts ``max_poolNd_with_indices`` (nor the ``getitem`` of its tuple) or
 ``max_unpoolNd``, so upstream cuts such a model into several accelerated blocks with PyTorch in
 between. With trt_compat (``pool_indices="tensorrt"``, the default) every node has a converter and
-the whole model is one accelerated block; with ``pool_indices="torch"`` the indices and the unpooling
-run in PyTorch again.
+the whole model is one accelerated block (on 2.2 and 2.3, which convert no ``scatter``, each unpool's
+scatter stays in PyTorch); with ``pool_indices="torch"`` the indices and the unpooling run in PyTorch
+again.
 
 What is counted is what the real compiler sees: the unsupported operators are those the real
 ``TorchTensorRTOperatorSupport`` (the converter registry with its capability validators) rejects in
@@ -45,6 +46,16 @@ TORCH_MODE_UNSUPPORTED = {
     "torch.ops.aten.max_unpool2d.default": 3,
 }
 TORCH_MODE_BLOCKS = 4
+# 2.2 and 2.3 have no converter for aten.scatter, which trt_compat's max_unpool decomposition ends
+# in: there the indices still join TensorRT, and each unpool's scatter stays in PyTorch.
+NO_SCATTER_UNSUPPORTED = {"torch.ops.aten.scatter.src": 3}
+NO_SCATTER_BLOCKS = 4
+
+
+def scatter_converts() -> bool:
+    from torch_tensorrt.dynamo.conversion._ConverterRegistry import DYNAMO_CONVERTERS
+
+    return torch.ops.aten.scatter.src in DYNAMO_CONVERTERS
 
 
 class SegNet(nn.Module):
@@ -115,45 +126,71 @@ def dryrun_compile(model, x, monkeypatch):
     return out, len(blocks)
 
 
-def test_segnet_without_trt_compat(upstream, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
-    model, x = segnet_and_input()
-    out, blocks = dryrun_compile(model, x, monkeypatch)
-    assert observed == [UPSTREAM_UNSUPPORTED]
-    assert blocks == UPSTREAM_BLOCKS
+def compile_or_known_failure(model, x, monkeypatch, expect):
+    """dryrun_compile; on a release whose dryrun upstream cannot finish (2.10.0), None after checking that
+    it fails in exactly that known way. The operator support the tests check is recorded before the failure."""
+    if expect.dryrun_unusable is None:
+        return dryrun_compile(model, x, monkeypatch)
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match=expect.dryrun_unusable):
+        dryrun_compile(model, x, monkeypatch)
+    return None
+
+
+def check_blocks(compiled, expected_blocks, model, x):
+    if compiled is None:
+        pytest.xfail("upstream dryrun fails on this release with or without trt_compat; operator support checked")
+    out, blocks = compiled
+    assert blocks == expected_blocks
     with torch.no_grad():
         assert torch.equal(out, model(x))
 
 
-def test_segnet_with_trt_compat_is_one_block(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
+@pytest.fixture
+def expect(release_row):
+    from test_defects import UPSTREAM
+
+    if release_row.line not in UPSTREAM:
+        pytest.skip(f"no measured upstream behaviour for torch-tensorrt {release_row.line} in test_defects.UPSTREAM")
+    return UPSTREAM[release_row.line]
+
+
+def test_segnet_without_trt_compat(upstream, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch, expect):
+    model, x = segnet_and_input()
+    compiled = compile_or_known_failure(model, x, monkeypatch, expect)
+    assert observed == [UPSTREAM_UNSUPPORTED]
+    check_blocks(compiled, UPSTREAM_BLOCKS, model, x)
+
+
+def test_segnet_with_trt_compat_is_one_block(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch, expect):
     import trt_compat
 
     assert trt_compat.get_pool_indices() == "tensorrt"
     model, x = segnet_and_input()
-    out, blocks = dryrun_compile(model, x, monkeypatch)
-    assert observed == [{}]
-    assert blocks == 1
-    with torch.no_grad():
-        assert torch.equal(out, model(x))
+    compiled = compile_or_known_failure(model, x, monkeypatch, expect)
+    if scatter_converts():
+        assert observed == [{}]
+        check_blocks(compiled, 1, model, x)
+    else:
+        assert observed == [NO_SCATTER_UNSUPPORTED]
+        check_blocks(compiled, NO_SCATTER_BLOCKS, model, x)
 
 
-def test_segnet_with_indices_kept_in_torch(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
+def test_segnet_with_indices_kept_in_torch(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch, expect):
     import trt_compat
 
     trt_compat.set_pool_indices("torch")
     try:
         model, x = segnet_and_input()
-        out, blocks = dryrun_compile(model, x, monkeypatch)
+        compiled = compile_or_known_failure(model, x, monkeypatch, expect)
     finally:
         trt_compat.set_pool_indices(None)
     assert observed == [TORCH_MODE_UNSUPPORTED]
-    assert blocks == TORCH_MODE_BLOCKS
-    with torch.no_grad():
-        assert torch.equal(out, model(x))
+    check_blocks(compiled, TORCH_MODE_BLOCKS, model, x)
 
 
-def test_segnet_switch_from_the_environment(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
+def test_segnet_switch_from_the_environment(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch, expect):
     monkeypatch.setenv("TRT_COMPAT_POOL_INDICES", "torch")
     model, x = segnet_and_input()
-    _, blocks = dryrun_compile(model, x, monkeypatch)
+    compiled = compile_or_known_failure(model, x, monkeypatch, expect)
     assert observed == [TORCH_MODE_UNSUPPORTED]
-    assert blocks == TORCH_MODE_BLOCKS
+    check_blocks(compiled, TORCH_MODE_BLOCKS, model, x)
