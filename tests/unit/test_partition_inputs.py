@@ -238,7 +238,7 @@ def test_single_tensor_input_with_bad_metadata_is_repaired(partitioner, flavor):
 
 
 def test_symbolic_batch_is_repaired_in_the_export_shape_environment():
-    batch = torch.export.Dim("batch", min=2, max=32)
+    batch = torch.export.Dim("batch", min=2, max=15)  # torch 2.2 export guards this model to < 16
     gm = export_module(ConvPoolConv(), torch.randn(4, 3, 8, 8), dynamic_shapes=({0: batch},))
     fuse_pool(gm, keep_meta=True)
     parent = by_split_by_tags(gm, upstream_nodes(gm, POOL))

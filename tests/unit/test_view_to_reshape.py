@@ -3,10 +3,10 @@ import operator
 from unittest import mock
 
 import pytest
+import sympy
 import torch
 from torch._guards import detect_fake_mode
 from torch._subclasses.fake_tensor import FakeTensorMode
-from torch.fx.experimental.symbolic_shapes import statically_known_true
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
@@ -63,7 +63,9 @@ def shape_matches_own_args(node):
     for want, got in zip(requested, result.shape):
         if not (isinstance(want, int) and want == -1) and str(want) != str(got):
             return False
-    return statically_known_true(result.numel() == source.numel())
+    difference = result.numel() - source.numel()
+    # torch 2.2 has no statically_known_true: ask sympy whether the sizes are provably equal.
+    return sympy.simplify(difference.node.expr if isinstance(difference, torch.SymInt) else difference) == 0
 
 
 def fake_prop_vals(gm):
@@ -216,5 +218,7 @@ def test_many_views_single_recompile():
 
     assert run_counting_recompiles(gm) == 1
     assert sum(n.target is RESHAPE for n in gm.graph.nodes) == count
-    assert gm.graph.find_nodes(op="call_function", target=RESHAPE)[0].args[1] == [3, 2]
-    assert not gm.graph.find_nodes(op="call_function", target=VIEW)
+    assert next(n for n in gm.graph.nodes if n.target is RESHAPE).args[1] == [3, 2]
+    if hasattr(gm.graph, "find_nodes"):  # torch >= 2.3: its lookup table must follow the retargeting
+        assert gm.graph.find_nodes(op="call_function", target=RESHAPE)[0].args[1] == [3, 2]
+        assert not gm.graph.find_nodes(op="call_function", target=VIEW)
