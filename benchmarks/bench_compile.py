@@ -8,8 +8,10 @@ Fair comparison, in one process: the models, inputs and every import are shared;
 with, without, without, with (so a drift in machine load hits both sides alike), each preceded by
 ``torch._dynamo.reset()``; "without" is ``trt_compat.revert()``, which puts upstream's own objects back,
 "with" is ``trt_compat.apply()``. A warm-up compile of each kind runs first and is not counted (the first compile
-in a process pays for lazy imports). Each run is the compile of the first call plus that call, on CPU inputs, timed as wall time and as the
-process's CPU time (on a shared machine the latter does not count waiting for a core).
+in a process pays for lazy imports). Each run is the compile of the first call plus that call, on CPU inputs, timed
+as wall time and as the process's CPU time (on a shared machine the latter does not count waiting for a core). The
+overhead is judged per pair (``paired_overhead``): the median of the pairs' relative differences, with a bootstrap
+95 % interval, so that drift in the machine's load over the run cancels out.
 
 trt_compat's own work inside each compile is timed apart by wrapping its graph functions, so the overhead is
 attributable: its passes (``replace_views_with_reshapes``, ``decompose_tuple_pooling``) and its partition-input
@@ -152,6 +154,22 @@ def compile_once(model, x):
     return time.perf_counter() - start, time.process_time() - start_cpu, dict(_spent), out
 
 
+def paired_overhead(with_runs, without_runs, resamples=2000):
+    """Median over pairs of (with - without) / without, in %, and a 95 % bootstrap interval of that median.
+
+    Pairs ran back to back, so a slow phase of the machine hits both runs of a pair: their difference is far
+    steadier than the difference of two medians taken over the whole, drifting, run.
+    """
+    import random
+
+    ratios = [(w - wo) / wo * 100 for w, wo in zip(with_runs, without_runs)]
+    rng = random.Random(0)
+    medians = sorted(_common.median([rng.choice(ratios) for _ in ratios]) for _ in range(resamples))
+    return {"median_pct": round(_common.median(ratios), 2),
+            "ci95_pct": [round(medians[int(0.025 * resamples)], 2), round(medians[int(0.975 * resamples) - 1], 2)],
+            "pairs_pct": [round(r, 2) for r in ratios]}
+
+
 def set_shim(on):
     report = trt_compat.apply() if on else trt_compat.revert()
     applied = sorted(p.name for p in report.patches if p.state == "applied")
@@ -202,6 +220,8 @@ def bench_model(name, pairs):
         "with_cpu_runs_s": cpu[True],
         "without_cpu_runs_s": cpu[False],
         "overhead_cpu_pct": round((with_cpu - without_cpu) / without_cpu * 100, 2),
+        "paired_overhead_cpu": paired_overhead(cpu[True], cpu[False]),
+        "paired_overhead_wall": paired_overhead(runs[True], runs[False]),
         "own_work_s": own_total,
         "own_work_pct_of_compile": round(own_total / with_s * 100, 3),
         "own_work_by_function_s": own_by_fn,
@@ -220,8 +240,9 @@ def main(argv=None):
         r = rows[-1]
         print(f"  median with {r['with_s']:.3f} s, without {r['without_s']:.3f} s: {r['overhead_pct']:+.2f} % "
               f"(CPU {r['with_cpu_s']:.3f} s vs {r['without_cpu_s']:.3f} s: {r['overhead_cpu_pct']:+.2f} %); "
-              f"trt_compat's own work {r['own_work_s'] * 1e3:.1f} ms ({r['own_work_pct_of_compile']:.2f} %)",
-              flush=True)
+              f"trt_compat's own work {r['own_work_s'] * 1e3:.1f} ms ({r['own_work_pct_of_compile']:.2f} %); "
+              f"paired CPU overhead {r['paired_overhead_cpu']['median_pct']:+.2f} % "
+              f"(95 % CI {r['paired_overhead_cpu']['ci95_pct']})", flush=True)
     _common.write_results(f"compile-{HARNESS_INFO['wheel']}", {"release": HARNESS_INFO["wheel"], "models": rows})
 
 

@@ -61,14 +61,22 @@ def per_node_table(rows, key, unit):
 
 
 def compile_table(datas):
-    print("| release | model | patches applied | with: wall s | without: wall s | wall overhead | with: CPU s "
-          "| without: CPU s | CPU overhead | trt_compat's own work ms | own work / compile |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    def paired(r, key):
+        stats = r.get(key)
+        if not stats:
+            return "–"
+        low, high = stats["ci95_pct"]
+        return f"{stats['median_pct']:+.1f} % [{low:+.1f}, {high:+.1f}]"
+
+    print("| release | model | patches applied | pairs | with: CPU s | without: CPU s | CPU overhead, paired median "
+          "[95 % CI] | with: wall s | without: wall s | wall overhead, paired median [95 % CI] "
+          "| trt_compat's own work ms | own work / compile |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for data in datas:
         for r in data["models"]:
-            print(f"| {data['release']} | {r['model']} | {', '.join(r['patches_applied'])} | {r['with_s']:.2f} "
-                  f"| {r['without_s']:.2f} | {r['overhead_pct']:+.1f} % | {r.get('with_cpu_s', 0):.2f} "
-                  f"| {r.get('without_cpu_s', 0):.2f} | {r.get('overhead_cpu_pct', 0):+.1f} % "
+            print(f"| {data['release']} | {r['model']} | {', '.join(r['patches_applied'])} | {r['pairs']} "
+                  f"| {r['with_cpu_s']:.2f} | {r['without_cpu_s']:.2f} | {paired(r, 'paired_overhead_cpu')} "
+                  f"| {r['with_s']:.2f} | {r['without_s']:.2f} | {paired(r, 'paired_overhead_wall')} "
                   f"| {r['own_work_s'] * 1e3:.1f} | {r['own_work_pct_of_compile']:.3f} % |")
     print()
 

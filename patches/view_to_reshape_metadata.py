@@ -26,19 +26,25 @@ def replace_views_with_reshapes(gm: torch.fx.GraphModule) -> torch.fx.GraphModul
 
     Reshape is what upstream lowers to because, unlike view, it does not fail on inputs whose
     strides are incompatible with the requested shape; it accepts the same ``(input, shape)``
-    arguments, so only the target needs to change. Runs in one pass over the graph and
-    regenerates the code only when a node was changed. Returns ``gm`` so it can stand in for the
-    upstream lowering pass.
+    arguments, so only the target needs to change. Touches the view nodes only (through the graph's
+    node index where torch has one, 2.3+) and regenerates the code only when a node was changed.
+    Returns ``gm`` so it can stand in for the upstream lowering pass.
     """
-    changed = False
-    for node in gm.graph.nodes:
-        if node.op == "call_function" and node.target is _VIEW:
-            # Assigning through Node.__setattr__ keeps the graph's find_nodes lookup table in sync.
-            node.target = _RESHAPE
-            changed = True
-    if changed:
+    views = _view_nodes(gm.graph)
+    for node in views:
+        # Assigning through Node.__setattr__ keeps the graph's find_nodes lookup table in sync.
+        node.target = _RESHAPE
+    if views:
         gm.recompile()
     return gm
+
+
+def _view_nodes(graph: torch.fx.Graph) -> list:
+    find_nodes = getattr(graph, "find_nodes", None)
+    if find_nodes is not None:
+        # Unsorted: the order does not matter for retargeting, and sorting would cost n log n.
+        return find_nodes(op="call_function", target=_VIEW, sort=False)
+    return [node for node in graph.nodes if node.op == "call_function" and node.target is _VIEW]
 
 
 

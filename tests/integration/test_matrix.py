@@ -87,13 +87,23 @@ def write_results(harness_info):
 
 
 def _source_commit() -> str:
-    """The checkout's commit the row was measured from ("+dirty" with uncommitted changes), or "unknown"."""
+    """The checkout's commit the row was measured from, "+dirty" when the code under test (trt_compat,
+    patches, tests, setup.py) differs from it, or "unknown". Results and benchmark files do not count: the
+    matrix itself rewrites compat/results while it runs."""
+    repo = str(Path(__file__).resolve().parents[2])
+
+    def git(*args):
+        return subprocess.run(["git", "-C", repo, *args], capture_output=True, text=True, timeout=30)
+
     try:
-        done = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[2]), "describe", "--always",
-                               "--dirty=+dirty", "--abbrev=12"], capture_output=True, text=True, timeout=30)
+        head = git("rev-parse", "--short=12", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", "trt_compat", "patches", "tests",
+                      "setup.py")
     except OSError:
         return "unknown"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+    if head.returncode != 0 or changed.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("+dirty" if changed.stdout.strip() else "")
 
 
 def _error(exc: BaseException) -> str:
