@@ -37,6 +37,7 @@ from torch.fx.node import map_arg
 from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 from torch.utils._pytree import tree_leaves, tree_map
 
+from trt_compat._fake import running_on_fake
 from trt_compat._patching import Patch, PatchContext, TargetChanged
 
 logger = logging.getLogger("trt_compat")
@@ -473,7 +474,7 @@ class _FakeEvaluator:
         args = map_arg(node.args, self.values.__getitem__)
         kwargs = map_arg(node.kwargs, self.values.__getitem__)
         try:
-            with self.mode:
+            with running_on_fake(self.mode):
                 if node.op == "call_method":
                     return getattr(args[0], node.target)(*args[1:], **kwargs)
                 return node.target(*args, **kwargs)

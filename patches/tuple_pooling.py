@@ -50,6 +50,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _disable_current_modes
 
 from trt_compat import _config
+from trt_compat._fake import running_on_fake
 from trt_compat._patching import Patch, PatchContext, lowering_pass, post_lowering_passes
 
 logger = logging.getLogger(__name__)
@@ -244,7 +245,7 @@ def _fake_run(
     if fake_mode is None:
         return None
     try:
-        with fake_mode:
+        with running_on_fake(fake_mode):
             result = target(*fake_args, **fake_kwargs)
     except Exception:  # a missing val is allowed; failing the rewrite because of one is not
         logger.debug("could not compute meta['val'] for a %s node", target, exc_info=True)

@@ -290,6 +290,8 @@ def mismatches(gm: Any) -> List[Mismatch]:
     from torch._subclasses.fake_tensor import FakeTensor
     from torch.utils._pytree import tree_leaves, tree_map
 
+    from trt_compat._fake import running_on_fake
+
     placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
     inputs = [node.meta.get("val") for node in placeholders]
     mode = detect_fake_mode([leaf for leaf in tree_leaves(inputs) if isinstance(leaf, FakeTensor)])
@@ -302,7 +304,7 @@ def mismatches(gm: Any) -> List[Mismatch]:
 
     class Propagation(torch.fx.Interpreter):
         def run_node(self, node: Any) -> Any:
-            with mode:
+            with running_on_fake(mode):
                 return super().run_node(node)
 
         def get_attr(self, target: Any, args: Any, kwargs: Any) -> Any:
