@@ -15,7 +15,7 @@ TT25=.venvs/tt-2.5.0/bin/python
 "$TT25" benchmarks/bench_passes.py --only view-work --repeats 17 --out passes-view-work   # 51 repeats
 "$TT25" benchmarks/bench_passes.py --only pooling --repeats 2 --out passes-pooling
 "$TT25" benchmarks/bench_passes.py --only partition --repeats 4 --out passes-partition
-"$TT25" benchmarks/bench_compile.py --pairs 10
-.venvs/tt-2.14.0/bin/python benchmarks/bench_compile.py --pairs 10
+"$TT25" benchmarks/bench_compile.py --pairs 30
+.venvs/tt-2.14.0/bin/python benchmarks/bench_compile.py --pairs 30
 .venvs/plot/bin/python benchmarks/plot_scaling.py benchmarks/results/passes-{view,view-work,pooling,partition}.json
 python3 benchmarks/report.py
