@@ -24,15 +24,9 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from trt_compat.patches import tuple_pooling as tp
 
-aten = torch.ops.aten
-NAN = float("nan")
-INF = float("inf")
+from pool_ops import INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_identical, call_nodes
 
-MAX_POOL_WITH_INDICES = {
-    1: aten.max_pool1d_with_indices.default,
-    2: aten.max_pool2d_with_indices.default,
-    3: aten.max_pool3d_with_indices.default,
-}
+aten = torch.ops.aten
 UNPOOL = {2: aten.max_unpool2d.default, 3: aten.max_unpool3d.default}
 CONVERTIBLE = {
     aten.reshape.default, aten.scalar_tensor.default, aten.expand.default, aten.scatter.src,  # unpool
@@ -43,15 +37,6 @@ CONVERTIBLE = {
 }
 
 
-def assert_bit_identical(actual, expected):
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    same = (actual == expected) | (actual.isnan() & expected.isnan())
-    assert bool(same.all()), (actual, expected)
-    # 0.0 and -0.0 are told apart; a NaN's sign bit is not a value (copies may canonicalise it).
-    numbers = ~expected.isnan()
-    assert torch.equal(actual.signbit()[numbers], expected.signbit()[numbers])
-
-
 def aten_reference(spatial_dims, *args):
     """ATen's own unpool, or None where this torch has no CPU kernel for the dtype (torch 2.4: no Half/BFloat16)."""
     try:
@@ -60,10 +45,6 @@ def aten_reference(spatial_dims, *args):
         if "not implemented for" not in str(exc):
             raise
         return None
-
-
-def call_nodes(gm):
-    return [node for node in gm.graph.nodes if node.op == "call_function"]
 
 
 def check_vals(gm, *example):

@@ -20,20 +20,9 @@ import trt_compat
 from trt_compat import _config
 from trt_compat.patches import tuple_pooling as tp
 
-aten = torch.ops.aten
-NAN = float("nan")
-INF = float("inf")
+from pool_ops import ADAPTIVE_MAX_POOL, INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_identical, call_nodes
 
-MAX_POOL_WITH_INDICES = {
-    1: aten.max_pool1d_with_indices.default,
-    2: aten.max_pool2d_with_indices.default,
-    3: aten.max_pool3d_with_indices.default,
-}
-ADAPTIVE_MAX_POOL = {
-    1: aten.adaptive_max_pool1d.default,
-    2: aten.adaptive_max_pool2d.default,
-    3: aten.adaptive_max_pool3d.default,
-}
+aten = torch.ops.aten
 CONVERTIBLE = {
     aten.max_pool1d.default, aten.max_pool2d.default, aten.max_pool3d.default,  # values
     aten.slice.Tensor, aten.amax.default, aten.cat.default, aten.clone.default,  # adaptive values
@@ -55,18 +44,6 @@ def special_input(shape, seed, dtype=torch.float32, nan_fraction=0.08):
     return x
 
 
-def assert_bit_identical(actual, expected):
-    assert actual.dtype == expected.dtype and actual.shape == expected.shape
-    if expected.is_floating_point():
-        same = (actual == expected) | (actual.isnan() & expected.isnan())
-        assert bool(same.all()), (actual, expected)
-        # 0.0 and -0.0 are told apart; a NaN's sign bit is not a value (copies may canonicalise it).
-        numbers = ~expected.isnan()
-        assert torch.equal(actual.signbit()[numbers], expected.signbit()[numbers])
-    else:
-        assert torch.equal(actual, expected), (actual, expected)
-
-
 def pool_graph(op, args, example, use=("values", "indices")):
     graph = torch.fx.Graph()
     x = graph.placeholder("x")
@@ -76,10 +53,6 @@ def pool_graph(op, args, example, use=("values", "indices")):
     gm = torch.fx.GraphModule(torch.nn.Module(), graph)
     FakeTensorProp(gm, FakeTensorMode()).propagate(example)
     return gm
-
-
-def call_nodes(gm):
-    return [node for node in gm.graph.nodes if node.op == "call_function"]
 
 
 def rewrite_and_check(gm, example, mode="tensorrt"):

@@ -20,21 +20,9 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from trt_compat.patches import tuple_pooling as tp
 
-aten = torch.ops.aten
-NAN = float("nan")
-INF = float("inf")
+from pool_ops import ADAPTIVE_MAX_POOL, INF, MAX_POOL, MAX_POOL_WITH_INDICES, NAN, call_nodes
 
-MAX_POOL_WITH_INDICES = {
-    1: aten.max_pool1d_with_indices.default,
-    2: aten.max_pool2d_with_indices.default,
-    3: aten.max_pool3d_with_indices.default,
-}
-MAX_POOL = {1: aten.max_pool1d.default, 2: aten.max_pool2d.default, 3: aten.max_pool3d.default}
-ADAPTIVE_MAX_POOL = {
-    1: aten.adaptive_max_pool1d.default,
-    2: aten.adaptive_max_pool2d.default,
-    3: aten.adaptive_max_pool3d.default,
-}
+aten = torch.ops.aten
 MODES = ["tensorrt", "torch"]
 
 
@@ -78,10 +66,6 @@ def assert_outputs_identical(actual, expected):
     assert len(actual) == len(expected)
     for got, want in zip(actual, expected):
         assert_bit_identical(got, want)
-
-
-def call_nodes(gm):
-    return [node for node in gm.graph.nodes if node.op == "call_function"]
 
 
 def count_target(gm, target):
