@@ -38,7 +38,7 @@ from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 from torch.utils._pytree import tree_leaves, tree_map
 
 from trt_compat._fake import running_on_fake
-from trt_compat._patching import Patch, PatchContext, TargetChanged
+from trt_compat.patching import Patch, PatchContext, TargetChanged
 
 logger = logging.getLogger("trt_compat")
 

@@ -49,13 +49,22 @@ import torch.fx
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _disable_current_modes
 
-from trt_compat import _config
 from trt_compat._fake import running_on_fake
-from trt_compat._patching import Patch, PatchContext, lowering_pass, post_lowering_passes
+from trt_compat.patching import Option, Patch, PatchContext, lowering_pass, post_lowering_passes
 
 logger = logging.getLogger(__name__)
 
 aten = torch.ops.aten
+
+POOL_INDICES_TENSORRT = "tensorrt"
+POOL_INDICES_TORCH = "torch"
+POOL_INDICES = Option(
+    name="pool_indices",
+    env="TRT_COMPAT_POOL_INDICES",
+    choices=(POOL_INDICES_TENSORRT, POOL_INDICES_TORCH),
+    default=POOL_INDICES_TENSORRT,
+    help="where max-pool indices and max_unpool are computed: in ops TensorRT converts (one engine), or in PyTorch",
+)
 
 OPS_NAMESPACE = "trt_compat"
 MAX_POOL_INDICES_SCHEMA = (
@@ -688,8 +697,8 @@ def decompose_tuple_pooling(gm: torch.fx.GraphModule, pool_indices: Optional[str
     as are adaptive pools whose values are used but whose input spatial sizes are not static. ``gm`` is
     recompiled only if something changed.
     """
-    mode = _config.pool_indices() if pool_indices is None else _config.check_pool_indices(pool_indices)
-    in_tensorrt = mode == _config.POOL_INDICES_TENSORRT
+    mode = POOL_INDICES.value() if pool_indices is None else POOL_INDICES.check(pool_indices)
+    in_tensorrt = mode == POOL_INDICES_TENSORRT
     changed = False
     tables: Dict[Any, Any] = {}
     for node in list(gm.graph.nodes):
@@ -716,6 +725,7 @@ PATCH = Patch(
         "(a stale (values, indices) val on 2.4, emptied on 2.3), so there this pass takes its place. No release "
         "converts pooling indices or max_unpool, so by default they are decomposed into ops it does convert."
     ),
+    options=(POOL_INDICES,),
 )
 
 # First release whose replace_max_pool_with_indices gives the fused node its own single-tensor val.

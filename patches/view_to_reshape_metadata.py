@@ -15,7 +15,7 @@ keeps every node's identity, name, position, users and -- the point of this patc
 """
 import torch
 
-from trt_compat._patching import Patch, PatchContext, TargetChanged, lowering_pass, post_lowering_passes
+from trt_compat.patching import Patch, PatchContext, TargetChanged, lowering_pass, post_lowering_passes
 
 _VIEW = torch.ops.aten.view.default
 _RESHAPE = torch.ops.aten.reshape.default

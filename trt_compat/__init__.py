@@ -9,7 +9,7 @@ from ._errors import PatchError, TargetChanged
 from ._version import __version__
 
 __all__ = ["PatchError", "TargetChanged", "__version__", "apply", "revert", "report", "report_dict",
-           "is_applied", "get_original", "set_pool_indices", "get_pool_indices"]
+           "is_applied", "get_original", "set_option", "get_option", "set_pool_indices", "get_pool_indices"]
 
 
 def apply():
@@ -18,13 +18,13 @@ def apply():
 
     from . import _engine
 
-    imported = "torch_tensorrt" in sys.modules
+    imported = sys.modules.get("torch_tensorrt") is not None
     try:
         # Also when it is in sys.modules: if another thread is still importing it, this waits for that import
         # to finish (whose hook then applies the patches) rather than patching a half-initialized package
-        # while that thread's hook waits for the engine's lock.
+        # while that thread's hook waits for trt_compat's lock.
         import torch_tensorrt  # noqa: F401  (the post-import hook applies the patches)
-    except Exception as exc:  # not installed, or an install whose own import fails
+    except Exception as exc:  # not installed, blocked, or an install whose own import fails
         _engine.note_import_failure(exc)
         return _engine.build_report()
     return _engine.apply_patches() if imported else _engine.build_report()
@@ -38,7 +38,7 @@ def revert():
 
 
 def report():
-    """Detected versions and, per patch, its state and the reason (a :class:`trt_compat._engine.Report`)."""
+    """Detected versions, settings and, per patch, its state and the reason (a :class:`trt_compat._report.Report`)."""
     from . import _engine
 
     return _engine.build_report()
@@ -63,29 +63,51 @@ def get_original(name, target):
     return None if context is None else context.originals.get(target)
 
 
+def set_option(name, value):
+    """Set a patch's option for later compiles (e.g. ``set_option("pool_indices", "torch")``); ``None`` goes back
+    to its environment variable. Raises ValueError for an unknown option or value (imports the patches)."""
+    from . import _engine
+
+    _engine.find_option(name).set(value)
+
+
+def get_option(name):
+    """The value a patch's option has for the next compile."""
+    from . import _engine
+
+    return _engine.find_option(name).value()
+
+
 def set_pool_indices(mode):
     """Where later compiles compute max-pool indices and unpooling: ``"tensorrt"`` (default: in ops
     Torch-TensorRT converts, so pool and unpool share one engine) or ``"torch"`` (in PyTorch blocks).
     Takes precedence over ``TRT_COMPAT_POOL_INDICES``; ``None`` goes back to it. Read at each compile."""
-    from . import _config
-
-    _config.set_pool_indices(mode)
+    set_option("pool_indices", mode)
 
 
 def get_pool_indices():
     """The pool indices mode the next compile will use: ``"tensorrt"`` or ``"torch"``."""
-    from . import _config
+    return get_option("pool_indices")
 
-    return _config.pool_indices()
+
+# The first line of this project's patches/__init__.py. Another project's patches/ folder next to a vendored copy
+# of trt_compat must never be mistaken for ours: its modules would be imported as trt_compat patches.
+CHECKOUT_MARKER = '"""trt_compat: fixes for upstream Torch-TensorRT defects'
 
 
 def _find_patches_in_checkout():
     # Installs put trt_compat.patches inside the package; a source checkout keeps it in ../patches. Running from
     # the checkout's root (`python -m trt_compat demo` after `pip install .`) imports this directory, not the
     # installed copy, so let it find its patches there too.
+    if _os.path.isdir(_os.path.join(__path__[0], "patches")):
+        return
     root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-    if not _os.path.isdir(_os.path.join(__path__[0], "patches")) and \
-            _os.path.isfile(_os.path.join(root, "patches", "__init__.py")):
+    try:
+        with open(_os.path.join(root, "patches", "__init__.py"), encoding="utf-8") as init:
+            ours = init.read(len(CHECKOUT_MARKER)) == CHECKOUT_MARKER
+    except OSError:
+        return
+    if ours:
         __path__.append(root)
 
 

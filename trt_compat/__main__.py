@@ -1,27 +1,89 @@
-"""``python -m trt_compat``: what is installed and what trt_compat did about it.
-
-    python -m trt_compat [--json]   apply what this environment needs and report it (exit 1 in strict mode
-                                    when a patch failed)
-    python -m trt_compat demo       run the demonstration on the embedded default model
-"""
+"""The command line: ``trt-compat`` or ``python -m trt_compat``."""
 import argparse
 import contextlib
 import json
+import os
 import sys
+
+DESCRIPTION = "Version-aware fixes for Torch-TensorRT compiler defects: what is installed, and what trt_compat did."
+
+EPILOG = """\
+commands:
+  report   (default) apply what this environment needs and print the report; exit 1 in strict mode when a needed
+           patch is not in place
+  verify   run each patch's own reproducer against the installed torch_tensorrt, without and with trt_compat;
+           exit 1 when a defect this release has is not fixed
+  demo     trt_compat's graph transformations on an embedded model (needs only torch)
+
+environment:
+  TRT_COMPAT_DISABLE       1, all or *: apply nothing; or a comma-separated list of patch names to skip
+  TRT_COMPAT_STRICT        1: raise trt_compat.PatchError instead of logging when a patch cannot be applied
+  TRT_COMPAT_AUDIT         1: check every lowering pass's meta['val'] against fake propagation
+  TRT_COMPAT_POOL_INDICES  tensorrt (default) or torch: where max-pool indices and unpooling are computed
+"""
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    from ._version import __version__
+
+    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"trt_compat {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="{report,verify,demo}")
+    for name, text in (("report", "apply what this environment needs and print the report (the default)"),
+                       ("verify", "reproduce each defect on the installed torch_tensorrt, without and with trt_compat"),
+                       ("demo", "trt_compat's graph transformations on an embedded model (needs only torch)")):
+        command = commands.add_parser(name, help=text, description=text)
+        # SUPPRESS: `trt-compat --json report` keeps the --json given before the command.
+        command.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                             help="machine-readable output on stdout")
+    parser.add_argument("--json", action="store_true", help="machine-readable report (the report command)")
+    return parser
+
+
+def _program_name() -> str:
+    """``trt-compat`` when run through the console script, else ``python -m trt_compat``."""
+    return "trt-compat" if os.path.basename(sys.argv[0] or "").startswith("trt-compat") else "python -m trt_compat"
+
+
+def _shadowed() -> str:
+    """Why the imported ``trt_compat`` is not this package (an empty folder of that name shadows it), or ""."""
+    package = sys.modules.get("trt_compat")
+    if package is not None and getattr(package, "__file__", None) is None:
+        folders = ", ".join(getattr(package, "__path__", [])) or "?"
+        return (f"`import trt_compat` finds the folder {folders}, which is not the trt_compat package (no "
+                "__init__.py): it shadows the installed trt_compat, so nothing is patched. Run from another "
+                "directory, or rename that folder.")
+    return ""
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m trt_compat", description=__doc__.split("\n")[0])
-    parser.add_argument("command", nargs="?", choices=["report", "demo"], default="report")
-    parser.add_argument("--json", action="store_true", help="machine-readable report")
-    args = parser.parse_args(argv)
+    args = _parser(_program_name()).parse_args(argv)
+    command = args.command or "report"
+    problem = _shadowed()
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    if command == "demo":
+        import importlib.util
 
-    import trt_compat
-
-    if args.command == "demo":
+        if importlib.util.find_spec("torch") is None:
+            print("error: the demo runs trt_compat's graph transformations with torch, which is not installed "
+                  "(pip install torch)", file=sys.stderr)
+            return 2
         from .demo import run_demo
 
-        return run_demo()
+        return run_demo(as_json=args.json)
+    if command == "verify":
+        from .verify import run_verify
+
+        return run_verify(as_json=args.json)
+    return _report(as_json=args.json)
+
+
+def _report(as_json: bool) -> int:
+    import trt_compat
+
     strict_failure = False
     try:
         # torch_tensorrt prints some import problems to stdout; keep stdout for the report alone.
@@ -31,7 +93,7 @@ def main(argv=None) -> int:
         print(exc, file=sys.stderr)
         strict_failure = True
         report = trt_compat.report()
-    print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+    print(json.dumps(report.to_dict(), indent=2) if as_json else report)
     return 1 if strict_failure or (report.strict and report.failed) else 0
 
 

@@ -1,21 +1,40 @@
-"""Configuration from the environment, read when patches are applied (never cached across calls).
+"""trt_compat's own settings, read from the environment each time they are needed (never cached across calls).
 
-TRT_COMPAT_DISABLE   "1", "all" or "*" disables every patch; otherwise a comma-separated list of patch names.
-TRT_COMPAT_STRICT    "1"/"true"/"yes"/"on": a patch that fails to apply raises instead of being logged and skipped.
-TRT_COMPAT_POOL_INDICES  "tensorrt" (default) or "torch": where max-pool indices and unpooling are computed;
-                     read each time a graph is rewritten, and overridden by set_pool_indices().
+TRT_COMPAT_DISABLE   "1", "all" or "*" disables every patch; otherwise a comma-separated list of patch names
+                     (case and "-" versus "_" do not matter; an unknown name is a warning, in strict mode an error).
+TRT_COMPAT_STRICT    "1"/"true"/"yes"/"on": whatever trt_compat cannot do raises instead of being logged.
+                     "0"/"false"/"no"/"off" or unset: off. Anything else counts as on, and is itself an error.
+
+Settings of single patches (e.g. TRT_COMPAT_POOL_INDICES) are declared by their patch (trt_compat.patching.Option).
 """
 import logging
 import os
 from dataclasses import dataclass
-from typing import FrozenSet, Optional
+from typing import FrozenSet, Iterable, Tuple
 
-_TRUE = {"1", "true", "yes", "on"}
-_ALL = {"1", "all", "*", "true", "yes", "on"}
+DISABLE_ENV = "TRT_COMPAT_DISABLE"
+STRICT_ENV = "TRT_COMPAT_STRICT"
+
+ON = ("1", "true", "yes", "on")
+OFF = ("0", "false", "no", "off")
+_ALL = ("1", "all", "*", "true", "yes", "on")
+
+logger = logging.getLogger("trt_compat")
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in _TRUE
+def normalise_name(name: str) -> str:
+    return name.strip().lower().replace("-", "_")
+
+
+def read_switch(env: str) -> Tuple[bool, str]:
+    """(on?, problem) of an on/off environment variable; an unrecognised value counts as on, with a problem."""
+    raw = os.environ.get(env, "").strip()
+    value = raw.lower()
+    if not value or value in OFF:
+        return False, ""
+    if value in ON:
+        return True, ""
+    return True, f"{env}={raw!r} is not one of {'/'.join(ON)} (on) or {'/'.join(OFF)} (off); treated as on"
 
 
 @dataclass(frozen=True)
@@ -23,52 +42,37 @@ class Config:
     disable_all: bool
     disabled: FrozenSet[str]
     strict: bool
+    problems: Tuple[str, ...] = ()
+    """Settings that could not be understood, in words; a warning, and in strict mode an error."""
 
     def is_disabled(self, patch_name: str) -> bool:
         return self.disable_all or patch_name in self.disabled
 
+    def check_names(self, known: Iterable[str]) -> "Config":
+        """This configuration with a problem added for each disabled name that is no patch's name."""
+        known = sorted(known)
+        unknown = sorted(self.disabled - set(known))
+        if not unknown:
+            return self
+        problem = (f"{DISABLE_ENV} names unknown patch(es) {', '.join(unknown)}; known: {', '.join(known)} "
+                   "(or 1/all/* for every patch)")
+        return Config(self.disable_all, self.disabled, self.strict, self.problems + (problem,))
+
 
 def read_config() -> Config:
-    raw = os.environ.get("TRT_COMPAT_DISABLE", "").strip()
+    raw = os.environ.get(DISABLE_ENV, "").strip()
     disable_all = raw.lower() in _ALL
-    names = frozenset() if disable_all else frozenset(p.strip() for p in raw.split(",") if p.strip())
-    return Config(disable_all=disable_all, disabled=names, strict=_flag("TRT_COMPAT_STRICT"))
+    names = frozenset() if disable_all else frozenset(normalise_name(p) for p in raw.split(",") if p.strip())
+    strict, problem = read_switch(STRICT_ENV)
+    return Config(disable_all=disable_all, disabled=names, strict=strict, problems=(problem,) if problem else ())
 
 
-POOL_INDICES_ENV = "TRT_COMPAT_POOL_INDICES"
-POOL_INDICES_TENSORRT = "tensorrt"
-POOL_INDICES_TORCH = "torch"
-POOL_INDICES_MODES = (POOL_INDICES_TENSORRT, POOL_INDICES_TORCH)
-
-_pool_indices_override: Optional[str] = None
+_warned: set = globals().get("_warned", set())
 
 
-def check_pool_indices(mode: str) -> str:
-    """``mode`` normalised, or ValueError naming the accepted values."""
-    normalised = mode.strip().lower() if isinstance(mode, str) else mode
-    if normalised not in POOL_INDICES_MODES:
-        raise ValueError(f"pool indices mode must be one of {POOL_INDICES_MODES}, got {mode!r}")
-    return normalised
-
-
-def set_pool_indices(mode: Optional[str]) -> None:
-    """Set the mode for later graph rewrites; None goes back to the environment variable."""
-    global _pool_indices_override
-    _pool_indices_override = None if mode is None else check_pool_indices(mode)
-
-
-def pool_indices() -> str:
-    """The mode in force: set_pool_indices(), else TRT_COMPAT_POOL_INDICES, else "tensorrt"."""
-    if _pool_indices_override is not None:
-        return _pool_indices_override
-    raw = os.environ.get(POOL_INDICES_ENV, "").strip()
-    if not raw:
-        return POOL_INDICES_TENSORRT
-    try:
-        return check_pool_indices(raw)
-    except ValueError:
-        # A typo in the environment must not break the program that compiles: say so, use the default.
-        logging.getLogger("trt_compat").warning(
-            "ignoring %s=%r (expected one of %s); using %r", POOL_INDICES_ENV, raw, POOL_INDICES_MODES,
-            POOL_INDICES_TENSORRT)
-        return POOL_INDICES_TENSORRT
+def warn_once(problems: Iterable[str]) -> None:
+    """Log each configuration problem once per process: the settings are re-read at every apply and report."""
+    for problem in problems:
+        if problem not in _warned:
+            _warned.add(problem)
+            logger.warning("trt_compat: %s", problem)

@@ -1,183 +1,132 @@
-"""Finds the patches, decides which the installed release needs, applies and reverts them, and reports.
+"""Decides which patches the installed release needs, applies and reverts them, and assembles the report.
 
-Everything here runs under one re-entrant lock: the post-import hook and explicit ``apply()`` calls may race
-from several threads, and the hook fires inside ``apply()`` itself when that call imports torch_tensorrt.
+Everything here runs under trt_compat's one lock (``_state.LOCK``): the post-import hook and explicit ``apply()``
+calls may race from several threads, and the hook fires inside ``apply()`` itself when that call imports
+torch_tensorrt.
 """
 import contextlib
-import importlib
 import logging
-import pkgutil
-import sys
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from types import ModuleType
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from . import audit
-from ._config import read_config
-from ._detect import installed_versions, release_of
-from ._patching import Patch, PatchContext, PatchError, TargetChanged
-from ._tested import UNTESTED, newest_tested, release_status
+from . import _detect, _discovery
+from ._config import Config, read_config, warn_once
+from ._detect import release_of
+from ._discovery import Found
+from ._errors import PatchError, TargetChanged
+from ._report import (APPLIED, DISABLED, FAILED, NOT_INSTALLED, NOT_NEEDED, PENDING, PROBLEM_STATES, REVERTED,
+                      SKIPPED, PatchStatus, Report, Setting)
+from ._state import LOCK as _lock
+from ._tested import newest_tested, release_status
 
 logger = logging.getLogger("trt_compat")
 
-TARGET_MODULE = "torch_tensorrt"
-
-APPLIED = "applied"
-NOT_NEEDED = "not_needed"
-DISABLED = "disabled"
-FAILED = "failed"
-SKIPPED = "skipped"
-PENDING = "pending"
-REVERTED = "reverted"
-NOT_INSTALLED = "not_installed"
-
-# importlib.reload() re-runs this file in the same namespace. The lock and the records of applied patches must
-# survive it: with fresh ones apply() would patch a second time on top and revert() could no longer find the
-# originals.
-_lock = globals().get("_lock") or threading.RLock()
-
-
-@dataclass
-class PatchStatus:
-    name: str
-    title: str
-    issue: str
-    affects: str
-    state: str
-    reason: str = ""
-
-
-@dataclass
-class Report:
-    versions: Dict[str, Optional[str]]
-    patches: List[PatchStatus] = field(default_factory=list)
-    strict: bool = False
-    release_status: str = "unknown"  # "tested" / "untested" / "unknown": see trt_compat._tested
-
-    def to_dict(self) -> dict:
-        return {"versions": dict(self.versions), "strict": self.strict, "release_status": self.release_status,
-                "patches": [asdict(p) for p in self.patches]}
-
-    @property
-    def failed(self) -> List[PatchStatus]:
-        """Patches that were needed but are not in place: what strict mode refuses."""
-        return [p for p in self.patches if p.state in (FAILED, SKIPPED)]
-
-    def __str__(self) -> str:
-        v = self.versions
-        lines = [
-            f"torch-tensorrt {v.get('torch_tensorrt') or 'not installed'}"
-            + (f" ({v['torch_tensorrt_distribution']})" if v.get("torch_tensorrt_distribution") else ""),
-            f"torch          {v.get('torch') or 'not installed'}",
-            f"tensorrt       {v.get('tensorrt') or 'not installed'}",
-            f"release        {self._release_line()}",
-            "",
-        ]
-        width = max((len(p.name) for p in self.patches), default=0)
-        for p in self.patches:
-            reason = f"  ({p.reason})" if p.reason else ""
-            lines.append(f"{p.name:<{width}}  {p.state:<13} {p.issue}{reason}")
-        return "\n".join(lines)
-
-    def _release_line(self) -> str:
-        if self.release_status != UNTESTED:
-            return self.release_status
-        applied = ", ".join(p.name for p in self.patches if p.state == APPLIED) or "none"
-        return (f"untested release (tested: up to {newest_tested()}); each patch decided by its version range and "
-                f"its feature check; applied: {applied}")
+__all__ = ["APPLIED", "NOT_NEEDED", "DISABLED", "FAILED", "SKIPPED", "PENDING", "REVERTED", "NOT_INSTALLED",
+           "apply_patches", "revert_patches", "build_report", "decide", "context_of"]
 
 
 @dataclass
 class _Record:
-    patch: Patch
+    name: str
     state: str
     reason: str = ""
-    context: Optional[PatchContext] = None
+    context: Any = None  # the PatchContext of an applied patch
 
 
-_records: Dict[str, _Record] = globals().get("_records", {})  # kept across reload, see _lock
-_discovered: Optional[List[Tuple[Patch, ModuleType]]] = None
-_import_failure: Optional[str] = None
+# importlib.reload() re-runs this file in the same namespace. The records of applied patches must survive it:
+# with fresh ones apply() would patch a second time on top and revert() could no longer find the originals.
+_records: Dict[str, _Record] = globals().get("_records", {})
+_import_failure: Optional[str] = globals().get("_import_failure")
 
 
 def note_import_failure(exc: BaseException) -> None:
     """Remember why ``import torch_tensorrt`` failed under ``trt_compat.apply()``, for the report."""
     global _import_failure
-    if installed_versions()["torch_tensorrt"] is not None:
-        _import_failure = f"import torch_tensorrt failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+    if _detect.installed_versions()["torch_tensorrt"] is not None:
+        _import_failure = f"import torch_tensorrt failed: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
         logger.warning("trt_compat: %s", _import_failure)
-        _raise_if_strict([_import_failure])
+        _raise_if_strict([_import_failure], read_config())
 
 
-def discover_patches() -> List[Tuple[Patch, ModuleType]]:
-    """Every module under trt_compat.patches that defines ``PATCH`` and ``apply``, in name order.
+def decide(found: Found, release: Optional[Tuple[int, ...]], version: Optional[str],
+           config: Config) -> Optional[Tuple[str, str]]:
+    """The state a patch is in without trying to apply it, with the reason; None when it is to be applied.
 
-    Imported on first need (they import torch), never at ``import trt_compat``.
+    The one place that decides: applying and reporting both ask it.
     """
-    global _discovered
-    with _lock:
-        if _discovered is None:
-            from . import patches as package
-
-            found = []
-            for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-                module = importlib.import_module(f"{package.__name__}.{info.name}")
-                if isinstance(getattr(module, "PATCH", None), Patch) and callable(getattr(module, "apply", None)):
-                    found.append((module.PATCH, module))
-            _discovered = found
-        return _discovered
-
-
-def _target_release() -> Tuple[Optional[str], Optional[Tuple[int, ...]]]:
-    version = installed_versions()["torch_tensorrt"]
-    if version is None and TARGET_MODULE in sys.modules:
-        # A source build or an unpacked tree without package metadata still says its version.
-        version = getattr(sys.modules[TARGET_MODULE], "__version__", None)
-    return version, release_of(str(version) if version else None)
-
-
-def _apply_one(patch: Patch, module: ModuleType, release: Optional[Tuple[int, ...]], version: Optional[str]) -> _Record:
-    config = read_config()
-    if config.is_disabled(patch.name):
-        return _Record(patch, DISABLED, "disabled by TRT_COMPAT_DISABLE")
+    if found.unavailable:
+        return NOT_INSTALLED, found.unavailable
+    if found.error:
+        return FAILED, found.error
+    if config.is_disabled(found.name):
+        return DISABLED, "disabled by TRT_COMPAT_DISABLE"
+    if version is None:
+        return NOT_INSTALLED, "torch-tensorrt is not installed"
     if release is None:
-        return _Record(patch, SKIPPED, f"cannot tell which release torch_tensorrt {version!r} is")
-    if not patch.needed_on(release):
-        return _Record(patch, NOT_NEEDED, f"torch-tensorrt {version} is outside {patch.affects}")
+        return SKIPPED, f"cannot tell which release torch_tensorrt {version!r} is"
+    if not found.patch.needed_on(release):
+        return NOT_NEEDED, f"torch-tensorrt {version} is outside {found.patch.affects}"
+    return None
+
+
+def _apply_one(patch: Any, module: ModuleType, release: Optional[Tuple[int, ...]], version: Optional[str],
+               config: Optional[Config] = None) -> _Record:
+    from .patching import PatchContext
+
+    decided = decide(Found(patch.name, patch, module), release, version, config or read_config())
+    if decided is not None:
+        return _Record(patch.name, *decided)
     context = PatchContext(patch, release)
     try:
         module.apply(context)
     except TargetChanged as exc:
         notes = context.undo_all()
         logger.warning("trt_compat: %s skipped on torch-tensorrt %s: %s", patch.name, version, exc)
-        return _Record(patch, SKIPPED, "; ".join([f"target changed: {exc}"] + notes))
+        return _Record(patch.name, SKIPPED, "; ".join([f"target changed: {exc}"] + notes))
     except Exception as exc:  # a broken patch must never take the importing program down
         notes = context.undo_all()
         logger.warning("trt_compat: %s failed on torch-tensorrt %s", patch.name, version, exc_info=True)
-        return _Record(patch, FAILED, "; ".join([f"{type(exc).__name__}: {exc}"] + notes))
-    return _Record(patch, APPLIED, f"torch-tensorrt {version} is in {patch.affects}", context)
+        return _Record(patch.name, FAILED, "; ".join([f"{type(exc).__name__}: {exc}"] + notes))
+    return _Record(patch.name, APPLIED, f"torch-tensorrt {version} is in {patch.affects}", context)
+
+
+def _configuration(found: List[Found]) -> Config:
+    config = read_config().check_names(f.name for f in found)
+    warn_once(config.problems)
+    return config
 
 
 def apply_patches() -> Report:
     """Apply every needed patch not yet applied; requires torch_tensorrt to be imported already."""
     with _lock, _audit_lifted():
-        version, release = _target_release()
+        version, _ = _detect.target_version()
+        release = release_of(version)
         try:
-            patches = discover_patches()
-        except Exception as exc:
+            found = _discovery.discover()
+        except Exception as exc:  # the patch folder itself cannot be read: a damaged install
             logger.warning("trt_compat: could not load its patches", exc_info=True)
-            _raise_if_strict([f"loading patches: {type(exc).__name__}: {exc}"])
+            _raise_if_strict([f"loading patches: {type(exc).__name__}: {exc}"], read_config())
             return build_report()
-        for patch, module in patches:
-            current = _records.get(patch.name)
+        config = _configuration(found)
+        if version is not None and release is None:
+            warn_once([f"cannot tell which release torch_tensorrt {version!r} is; no patch applied"])
+        for entry in found:
+            current = _records.get(entry.name)
             if current is not None and current.state == APPLIED:
                 continue
-            _records[patch.name] = _apply_one(patch, module, release, version)
-        applied = [n for n, r in _records.items() if r.state == APPLIED]
+            if entry.usable:
+                _records[entry.name] = _apply_one(entry.patch, entry.module, release, version, config)
+            else:
+                _records[entry.name] = _Record(entry.name, *decide(entry, release, version, config))
+                if _records[entry.name].state == FAILED:
+                    logger.warning("trt_compat: patch module %s: %s", entry.name, entry.error)
+        applied = [name for name, record in _records.items() if record.state == APPLIED]
         logger.info("trt_compat: torch-tensorrt %s, applied: %s", version, ", ".join(applied) or "none")
         # A patch skipped inside its range leaves the defect in place: strict mode treats that as a failure.
-        _raise_if_strict([f"{n}: {r.state}: {r.reason}" for n, r in _records.items() if r.state in (FAILED, SKIPPED)])
+        _raise_if_strict(list(config.problems) + [f"{name}: {record.state}: {record.reason}"
+                                                  for name, record in _records.items()
+                                                  if record.state in PROBLEM_STATES], config)
         return build_report()
 
 
@@ -194,17 +143,19 @@ def revert_patches() -> Report:
             problems.extend(f"{name}: {note}" for note in notes)
             for note in notes:
                 logger.warning("trt_compat: reverting %s: %s", name, note)
-        _raise_if_strict(problems)
+        _raise_if_strict(problems, read_config())
         return build_report()
 
 
 @contextlib.contextmanager
 def _audit_lifted() -> Iterator[None]:
-    """Take the metadata audit's pass wrappers off while patches change the pass list, then wrap it again.
+    """Take the audit's pass wrappers off while patches change the pass list, then wrap it again.
 
     Patches find upstream passes, and undo their own, by identity in that list; the audit wraps whatever the
     list finally holds (see trt_compat.audit).
     """
+    from . import audit
+
     audit.uninstall()
     try:
         yield
@@ -212,50 +163,83 @@ def _audit_lifted() -> Iterator[None]:
         audit.sync()
 
 
-def _raise_if_strict(problems: List[str]) -> None:
-    if problems and read_config().strict:
+def _raise_if_strict(problems: List[str], config: Config) -> None:
+    if problems and config.strict:
         raise PatchError("trt_compat (strict mode): " + "; ".join(problems))
 
 
+def _settings(found: List[Found], config: Config) -> List[Setting]:
+    from . import audit
+
+    settings = [Setting("strict", "on" if config.strict else "off", "environment" if config.strict else "default"),
+                Setting("audit", audit.mode(), audit.mode_source())]
+    for entry in found:
+        for option in (entry.patch.options if entry.usable else ()):
+            settings.append(Setting(option.name, option.value(), option.source()))
+    return settings
+
+
 def build_report() -> Report:
+    from ._version import __version__
+
     with _lock:
-        versions = installed_versions()
-        config = read_config()
-        version, release = _target_release()
-        statuses = []
+        versions = _detect.installed_versions()
+        version, source = _detect.target_version()
+        release = release_of(version)
+        notes = []
+        if source == "module":
+            versions["torch_tensorrt"] = version
+            notes.append(f"torch_tensorrt {version} has no package metadata (a source tree?); its version was read "
+                         "from torch_tensorrt.__version__")
         try:
-            patches = discover_patches()
-        except Exception as exc:
-            return Report(versions, [PatchStatus("*", "patches could not be loaded", "", "", FAILED, repr(exc))],
-                          config.strict, release_status(version, release))
-        for patch, _ in patches:
-            record = _records.get(patch.name)
+            found = _discovery.discover()
+        except Exception as exc:  # the patch folder itself cannot be read: a damaged install
+            found = [Found("patches", error=f"the patch folder cannot be loaded: {type(exc).__name__}: {exc}")]
+        config = _configuration(found)
+        notes += list(config.problems)
+        statuses = []
+        for entry in found:
+            record = _records.get(entry.name)
             if record is not None:
                 state, reason = record.state, record.reason
-            elif config.is_disabled(patch.name):
-                state, reason = DISABLED, "disabled by TRT_COMPAT_DISABLE"
-            elif version is None:
-                state, reason = NOT_INSTALLED, "torch-tensorrt is not installed"
-            elif release is not None and not patch.needed_on(release):
-                state, reason = NOT_NEEDED, f"torch-tensorrt {version} is outside {patch.affects}"
-            elif _import_failure is not None and TARGET_MODULE not in sys.modules:
-                state, reason = PENDING, _import_failure
             else:
-                state, reason = PENDING, "applied when torch_tensorrt is imported"
-            statuses.append(PatchStatus(patch.name, patch.title, patch.issue, patch.affects, state, reason))
-        return Report(versions, statuses, config.strict, release_status(version, release))
+                state, reason = decide(entry, release, version, config) or _pending()
+            patch = entry.patch if entry.usable else None
+            statuses.append(PatchStatus(entry.name, patch.title if patch else "", patch.issue if patch else None,
+                                        patch.affects if patch else "", state, reason))
+        return Report(versions, statuses, config.strict, release_status(version, release),
+                      trt_compat_version=__version__, settings=_settings(found, config),
+                      newest_tested=newest_tested(), notes=notes)
 
 
-def context_of(name: str) -> Optional[PatchContext]:
+def _pending() -> Tuple[str, str]:
+    if _import_failure is not None and _detect.imported_target() is None:
+        return PENDING, _import_failure
+    return PENDING, "applied when torch_tensorrt is imported"
+
+
+def context_of(name: str) -> Any:
     record = _records.get(name)
     return record.context if record is not None else None
 
 
 def on_torch_tensorrt_imported(_module: ModuleType) -> None:
-    """The post-import hook: apply, and outside strict mode never let anything escape into the user's import."""
+    """The post-import hook: apply; outside strict mode nothing escapes into the user's import."""
     try:
         apply_patches()
     except PatchError:
         raise
-    except Exception:
+    except Exception as exc:
         logger.warning("trt_compat: unexpected error while patching torch_tensorrt", exc_info=True)
+        if read_config().strict:
+            raise PatchError(f"trt_compat (strict mode): unexpected error while patching torch_tensorrt: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def find_option(name: str) -> Any:
+    """The patch option called ``name`` (a trt_compat.patching.Option); ValueError naming the known ones."""
+    options = [option for entry in _discovery.discover() if entry.usable for option in entry.patch.options]
+    for option in options:
+        if option.name == name:
+            return option
+    raise ValueError(f"no patch has an option {name!r}; options: {', '.join(o.name for o in options) or 'none'}")

@@ -49,7 +49,12 @@ class _PostImportFinder:
             setattr(self._searching, fullname, False)
         if spec is None or spec.loader is None or not hasattr(spec.loader, "exec_module"):
             return spec
-        spec.loader = _NotifyingLoader(spec.loader, fullname)
+        # importlib.reload() finds the module's own spec, whose loader is already ours (perhaps from before a
+        # reload of this file): wrap the real loader once, or the hooks would run once per reload so far.
+        loader = spec.loader
+        while type(loader).__name__ == "_NotifyingLoader":
+            loader = loader._loader
+        spec.loader = _NotifyingLoader(loader, fullname)
         return spec
 
 
@@ -62,10 +67,19 @@ def _run_hooks(name, module):
 
 
 def when_imported(name, hook):
-    """Call ``hook(module)`` right after top-level module ``name`` is imported, or now if it already is."""
+    """Call ``hook(module)`` right after top-level module ``name`` is imported, or now if it already is.
+
+    A hook registered again (the same function, or its new version after ``importlib.reload`` of its module) takes
+    the place of the earlier registration instead of running twice. ``sys.modules[name] = None`` (an import blocked
+    on purpose) is not an imported module.
+    """
+    key = (getattr(hook, "__module__", None), getattr(hook, "__qualname__", None))
     with _lock:
-        _hooks.setdefault(name, []).append(hook)
-        if _finder not in sys.meta_path:
+        hooks = [h for h in _hooks.get(name, ()) if (getattr(h, "__module__", None),
+                                                       getattr(h, "__qualname__", None)) != key]
+        _hooks[name] = hooks + [hook]
+        if not any(type(f).__name__ == "_PostImportFinder" for f in sys.meta_path):
             sys.meta_path.insert(0, _finder)
-    if name in sys.modules:
-        hook(sys.modules[name])
+    module = sys.modules.get(name)
+    if module is not None:
+        hook(module)

@@ -2,11 +2,13 @@
 
 TESTED_RELEASES lists the releases whose row in the compatibility matrix (`nox -t matrix`, see
 noxfile.py and compat/TABLE.md) passed; tests/unit/test_untested_release.py checks it against the
-rows marked verified in tests/harness/releases.py. Any other release is "untested": each patch is
-still decided by its version range and then by its own feature check (a target that moved is
+rows marked verified in the release registry (tests/harness/releases.py). Any other release is "untested":
+each patch is still decided by its version range and then by its own feature check (a target that moved is
 skipped with a reason), so a newer release gets the fixes whose targets are still there.
 """
 from typing import Optional, Tuple
+
+from ._detect import parse_version
 
 TESTED_RELEASES: Tuple[Tuple[int, int, int], ...] = (
     (2, 2, 0),
@@ -37,15 +39,10 @@ def release_status(version: Optional[str], release: Optional[Tuple[int, ...]]) -
     A nightly or release candidate counts as its release for the patch decisions, but it is not the
     wheel the matrix ran, so it is untested; a local build tag (``2.14.0+cu130``) is the same release.
     """
-    if not version or release is None:
+    parsed = parse_version(version)
+    if parsed is None or release is None:
         return UNKNOWN
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        parsed = Version(version)
-    except InvalidVersion:
-        return UNKNOWN
-    if parsed.is_prerelease or parsed.is_postrelease or parsed.is_devrelease:
+    if parsed.prerelease or parsed.postrelease:
         return UNTESTED
     return TESTED if tuple(release[:3]) in TESTED_RELEASES else UNTESTED
 

@@ -29,13 +29,15 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, List, Optional
 
-from ._config import read_config
+from ._config import read_config, read_switch
 from ._errors import PatchError
+from ._state import LOCK
+from .describe import MISSING, op_name
+from .describe import value as describe_value
 
 logger = logging.getLogger("trt_compat")
 
 ENV = "TRT_COMPAT_AUDIT"
-_TRUE = {"1", "true", "yes", "on"}
 # Findings kept for findings(); a graph broken everywhere must not grow memory without bound.
 MAX_FINDINGS = 1000
 
@@ -78,29 +80,33 @@ class Finding:
 _lock = globals().get("_lock") or threading.Lock()  # guards _findings only
 _api_switch: Optional[bool] = globals().get("_api_switch")  # None: follow TRT_COMPAT_AUDIT; else enable()/disable()
 _findings: List[Finding] = globals().get("_findings", [])
-# (manager, audited wrapper) for every pass currently wrapped; the wrapper's __wrapped__ is the original.
+# The recorded pass-list changes of the wrappers in place (at most one set): undoing them restores the originals.
 _installed: List[Any] = globals().get("_installed", [])
-
-
-def _switch_lock() -> Any:
-    # The engine's lock: wrapping and unwrapping edit the same pass list as applying and reverting patches.
-    from . import _engine
-
-    return _engine._lock
 
 
 # -- switching ----------------------------------------------------------------------------------------------
 def is_enabled() -> bool:
     if _api_switch is not None:
         return _api_switch
-    return os.environ.get(ENV, "").strip().lower() in _TRUE
+    return read_switch(ENV)[0]
+
+
+def mode() -> str:
+    """"metadata" when the audit is on, else "off" (for the report)."""
+    return "metadata" if is_enabled() else "off"
+
+
+def mode_source() -> str:
+    if _api_switch is not None:
+        return "python"
+    return "environment" if os.environ.get(ENV, "").strip() else "default"
 
 
 def enable() -> None:
     """Audit every post-lowering pass from now on (at once if torch_tensorrt is imported, else on its import)."""
     global _api_switch
     _await_torch_tensorrt()
-    with _switch_lock():
+    with LOCK:
         _api_switch = True
         sync()
 
@@ -108,7 +114,7 @@ def enable() -> None:
 def disable() -> None:
     """Stop auditing and put every original pass back (the same objects)."""
     global _api_switch
-    with _switch_lock():
+    with LOCK:
         _api_switch = False
         uninstall()
 
@@ -118,7 +124,7 @@ def auditing() -> Iterator[List[Finding]]:
     """Audit inside the block; yields the list that collects the block's findings."""
     global _api_switch
     _await_torch_tensorrt()
-    with _switch_lock():
+    with LOCK:
         previous = _api_switch
         start = len(_findings)
         _api_switch = True
@@ -127,7 +133,7 @@ def auditing() -> Iterator[List[Finding]]:
     try:
         yield collected
     finally:
-        with _switch_lock():
+        with LOCK:
             collected.extend(_findings[start:])
             _api_switch = previous
             sync()
@@ -147,11 +153,11 @@ def clear() -> None:
 def _await_torch_tensorrt() -> None:
     """Wait for another thread's ``import torch_tensorrt`` to finish, holding no lock of ours.
 
-    Wrapping the passes imports torch_tensorrt submodules; doing that under the engine's lock while another
+    Wrapping the passes imports torch_tensorrt submodules; doing that under trt_compat's lock while another
     thread's import (whose hook needs that lock) is half-way would deadlock. Outside an import this is a
     dictionary lookup.
     """
-    if "torch_tensorrt" in sys.modules:
+    if sys.modules.get("torch_tensorrt") is not None:
         try:
             import torch_tensorrt  # noqa: F401
         except Exception:  # that import failed for its own reasons; sync() then finds nothing to wrap
@@ -166,9 +172,9 @@ def sync() -> None:
     replacements included) and the patches never find an audit wrapper where they look for their own passes.
     Never raises outside strict mode.
     """
-    with _switch_lock():
+    with LOCK:
         uninstall()
-        if not is_enabled() or "torch_tensorrt" not in sys.modules:
+        if not is_enabled() or sys.modules.get("torch_tensorrt") is None:
             return
         try:
             _install()
@@ -180,36 +186,23 @@ def sync() -> None:
 
 
 def _install() -> None:
-    from ._patching import PatchContext, Patch, _invalidate, post_lowering_passes
+    from .patching import Changes, pass_list, post_lowering_passes
 
-    context = PatchContext(Patch("audit", "metadata audit", "", "0.0.0", None, ""), (0, 0, 0))
-    manager = post_lowering_passes(context)
-    passes = manager.passes
-    for index, entry in enumerate(passes):
-        wrapper = _audited(entry)
-        passes[index] = wrapper
-        _installed.append((manager, wrapper))
-    _invalidate(manager)
+    changes = Changes()
+    _installed.append(changes)
+    manager = post_lowering_passes()
+    for entry in pass_list(manager):
+        changes.replace_pass(manager, entry, _audited(entry))
 
 
 def uninstall() -> List[str]:
     """Put every wrapped pass's original back where its wrapper is now; notes on wrappers no longer found."""
-    from ._patching import _invalidate
-
     notes = []
-    with _switch_lock():
-        for manager, wrapper in reversed(_installed):
-            passes = manager.passes
-            # Found by identity: the list may have been rebuilt or had passes inserted meanwhile.
-            index = next((i for i, entry in enumerate(passes) if entry is wrapper), None)
-            if index is None:
-                notes.append(f"audit wrapper of {wrapper.__name__!r} is no longer in the lowering pass list")
-                continue
-            passes[index] = wrapper.__wrapped__
-            _invalidate(manager)
-        del _installed[:]
+    with LOCK:
+        while _installed:
+            notes += [f"audit: {note}" for note in _installed.pop().undo_all()]
     for note in notes:
-        logger.warning("trt_compat audit: %s", note)
+        logger.warning("trt_compat %s", note)
     return notes
 
 
@@ -322,23 +315,20 @@ def mismatches(gm: Any) -> List[Mismatch]:
             continue
         if node not in interpreter.env:
             if failure is not None:
-                found.append(Mismatch(node.name, _op_name(node), _describe(_recorded(node)),
+                found.append(Mismatch(node.name, op_name(node), describe_value(_recorded(node)),
                                       f"an error ({type(failure).__name__}: {str(failure).splitlines()[0][:200]})"))
             break
         recorded, fresh = _recorded(node), interpreter.env[node]
         if not _agrees(recorded, fresh):
-            found.append(Mismatch(node.name, _op_name(node), _describe(recorded), _describe(fresh)))
+            found.append(Mismatch(node.name, op_name(node), describe_value(recorded), describe_value(fresh)))
     return found
-
-
-_MISSING = object()
 
 
 def _recorded(node: Any) -> Any:
     meta = node.meta
     if "val" in meta:
         return meta["val"]
-    return meta.get("tensor_meta", _MISSING)
+    return meta.get("tensor_meta", MISSING)
 
 
 def _tensor_signature(value: Any) -> Optional[tuple]:
@@ -362,25 +352,3 @@ def _agrees(recorded: Any, fresh: Any) -> bool:
                     and all(_agrees(r, f) for r, f in zip(recorded, fresh)))
     # Scalars, SymInts and None carry no tensor description that later passes rely on.
     return True
-
-
-def _describe(value: Any) -> str:
-    if value is _MISSING:
-        return "missing"
-    signature = _tensor_signature(value)
-    if signature is not None:
-        shape, dtype = signature
-        return f"Tensor[{', '.join(shape)}] {str(dtype).replace('torch.', '')}"
-    if isinstance(value, (tuple, list)):
-        inner = ", ".join(_describe(v) for v in value)
-        return f"({inner},)" if isinstance(value, tuple) and len(value) == 1 else (
-            f"({inner})" if isinstance(value, tuple) else f"[{inner}]")
-    return type(value).__name__ if value is not None else "None"
-
-
-def _op_name(node: Any) -> str:
-    if node.op == "call_function":
-        return str(node.target) if hasattr(node.target, "_schema") else getattr(node.target, "__name__", str(node.target))
-    if node.op == "call_method":
-        return f"Tensor.{node.target}"
-    return f"{node.op} {node.target}"

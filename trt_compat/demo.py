@@ -67,7 +67,7 @@ def _same(a, b) -> bool:
     return all(torch.equal(x, y) for x, y in zip(a, b))
 
 
-def run_demo() -> int:
+def run_demo(as_json: bool = False) -> int:
     import trt_compat
     from trt_compat.patches.tuple_partition_inputs import boundary_problems, remember_partition, \
         repair_submodule_inputs

@@ -11,8 +11,8 @@ import types
 import pytest
 import torch
 
-from trt_compat import _config, _detect, _engine
-from trt_compat._patching import Patch, PatchContext, TargetChanged, lowering_pass
+from trt_compat import _config, _detect, _discovery, _engine
+from trt_compat.patching import Patch, PatchContext, TargetChanged, lowering_pass
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
@@ -183,8 +183,8 @@ def test_strict_mode_raises_for_skipped_patches_and_default_mode_does_not(monkey
         raise TargetChanged("construct_submodule_inputs moved")
 
     monkeypatch.setattr(_engine, "_records", {})
-    monkeypatch.setattr(_engine, "_discovered", [(VIEW_FIX, _patch_module(apply))])
-    monkeypatch.setattr(_engine, "_target_release", lambda: ("2.4.0", (2, 4, 0)))
+    monkeypatch.setattr(_discovery, "_found", [_discovery.Found("p", VIEW_FIX, _patch_module(apply))])
+    monkeypatch.setattr(_detect, "target_version", lambda: ("2.4.0", "metadata"))
     report = _engine.apply_patches()
     assert [(p.name, p.state) for p in report.patches] == [("p", _engine.SKIPPED)]
     assert report.failed and "construct_submodule_inputs moved" in report.failed[0].reason

@@ -11,8 +11,8 @@ import types
 import pytest
 from torch.fx.passes.pass_manager import PassManager
 
-from trt_compat import _engine
-from trt_compat._patching import Patch, PatchContext, TargetChanged, lowering_pass
+from trt_compat import _discovery, _engine
+from trt_compat.patching import Patch, PatchContext, TargetChanged, lowering_pass
 
 PATCH = Patch("p", "t", "https://example.invalid/1", first_affected="2.2", fixed_in=None, why="")
 
@@ -155,16 +155,16 @@ def test_reloaded_engine_still_reverts_what_it_applied():
     out = run_python("""
         import importlib, types
         from trt_compat import _engine
-        from trt_compat._patching import Patch, PatchContext
+        from trt_compat.patching import Patch, PatchContext
 
         def original(x):
             return x
 
         owner = types.SimpleNamespace(fn=original)
-        patch = Patch("p", "t", "", "2.2", None, "")
+        patch = Patch("p", "t", None, "2.2", None, "")
         ctx = PatchContext(patch, (2, 4, 0))
         ctx.wrap_function(owner, "fn", lambda w, i, a, k: -1)
-        _engine._records["p"] = _engine._Record(patch, _engine.APPLIED, "", ctx)
+        _engine._records["p"] = _engine._Record("p", _engine.APPLIED, "", ctx)
         importlib.reload(_engine)
         _engine.revert_patches()
         print(owner.fn is original, _engine._records["p"].state)
@@ -187,7 +187,7 @@ def test_report_when_patches_cannot_be_loaded(monkeypatch):
     def broken():
         raise SyntaxError("a patch file was corrupted")
 
-    monkeypatch.setattr(_engine, "discover_patches", broken)
+    monkeypatch.setattr(_discovery, "discover", broken)
     report = _engine.build_report()
     assert [p.state for p in report.patches] == [_engine.FAILED] and "corrupted" in report.patches[0].reason
     monkeypatch.setenv("TRT_COMPAT_STRICT", "1")

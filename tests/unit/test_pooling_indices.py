@@ -17,7 +17,6 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 import trt_compat
-from trt_compat import _config
 from trt_compat.patches import tuple_pooling as tp
 
 from pool_ops import ADAPTIVE_MAX_POOL, INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_identical, call_nodes
@@ -311,7 +310,7 @@ def test_property_adaptive_indices_bit_identical(case):
 
 @pytest.fixture
 def clean_switch(monkeypatch):
-    monkeypatch.delenv(_config.POOL_INDICES_ENV, raising=False)
+    monkeypatch.delenv(tp.POOL_INDICES.env, raising=False)
     trt_compat.set_pool_indices(None)
     yield monkeypatch
     trt_compat.set_pool_indices(None)

@@ -1,6 +1,6 @@
 """Releases the matrix has not run: the report says so, and the version ranges and feature checks still decide.
 
-The detected version is faked (``trt_compat._engine.installed_versions``), and each real patch's ``apply`` is
+The detected version is faked (``trt_compat._detect.installed_versions``), and each real patch's ``apply`` is
 replaced by a stub that records the call, so these run without Torch-TensorRT: what is under test is the
 engine's decision and the report, not the patches themselves (tests/integration covers those).
 """
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from trt_compat import _engine, _tested
-from trt_compat._patching import TargetChanged
+from trt_compat import _detect, _discovery, _engine, _tested
+from trt_compat.patching import TargetChanged
 
 HARNESS = Path(__file__).resolve().parents[1] / "harness"
 
@@ -20,7 +20,7 @@ HARNESS = Path(__file__).resolve().parents[1] / "harness"
 def fake_release(monkeypatch):
     """Pretend torch-tensorrt ``version`` is installed; returns the names of the patches whose apply() ran."""
     ran = []
-    real = _engine.discover_patches()
+    real = [(found.patch, found.module) for found in _discovery.discover()]
 
     def stub(patch, behaviour):
         def apply(ctx):
@@ -31,9 +31,10 @@ def fake_release(monkeypatch):
     def install(version, behaviour=lambda patch, ctx: None):
         versions = {"torch_tensorrt": version, "torch_tensorrt_distribution": "torch-tensorrt" if version else None,
                     "torch": "2.99.0", "tensorrt": "11.9.0"}
-        monkeypatch.setattr(_engine, "installed_versions", lambda: dict(versions))
+        monkeypatch.setattr(_detect, "installed_versions", lambda: dict(versions))
         monkeypatch.setattr(_engine, "_records", {})
-        monkeypatch.setattr(_engine, "_discovered", [(patch, stub(patch, behaviour)) for patch, _ in real])
+        monkeypatch.setattr(_discovery, "_found", [_discovery.Found(patch.name, patch, stub(patch, behaviour))
+                                                   for patch, _ in real])
         monkeypatch.delenv("TRT_COMPAT_DISABLE", raising=False)
         monkeypatch.delenv("TRT_COMPAT_STRICT", raising=False)
         return ran
