@@ -29,8 +29,7 @@ from pathlib import Path
 import nox
 
 REPO = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO / "tests" / "harness"))
-import releases  # noqa: E402  (tests/harness, stdlib only)
+from tests.harness import releases  # stdlib only (nox puts this file's folder on sys.path)
 
 RESULTS = REPO / "compat" / "results"
 VENVS = Path(os.environ.get("TRT_COMPAT_MATRIX_VENVS", REPO / ".venvs-matrix"))
@@ -53,7 +52,7 @@ def release(session: nox.Session, tt: str) -> None:
     venv = VENVS / f"tt-{tt}"
     session.log(f"{_disk_free_gib(VENVS):.1f} GiB free under {VENVS}; a release's venv takes 5-7 GiB")
     started = time.monotonic()
-    session.run(sys.executable, str(REPO / "tests" / "harness" / "make_env.py"), tt, str(venv), external=True)
+    session.run(sys.executable, "-m", "tests.harness.make_env", tt, str(venv), external=True)
     built = round(time.monotonic() - started, 1)
     python = str(venv / "bin" / "python")
     env = {**os.environ, "TRT_COMPAT_RESULTS_DIR": str(RESULTS)}
@@ -62,7 +61,7 @@ def release(session: nox.Session, tt: str) -> None:
         # Both suites run even when the first fails: the integration run is what writes the results.
         for suite in SUITES:
             session.log(f"pytest tests/{suite} with {python}")
-            done = subprocess.run([python, "-m", "pytest", f"tests/{suite}", "-q", "-p", "no:cacheprovider"],
+            done = subprocess.run([python, "-m", "pytest", f"tests/{suite}", "-q"],
                                   cwd=REPO, env=env)
             outcome[suite] = "passed" if done.returncode == 0 else f"failed (exit {done.returncode})"
     finally:
@@ -96,4 +95,4 @@ def _stamp(tt: str, venv: Path, build_seconds: float, outcome: dict) -> None:
 @nox.session(venv_backend="none", tags=["matrix"])
 def table(session: nox.Session) -> None:
     """compat/results/*.json -> compat/TABLE.md."""
-    session.run(sys.executable, str(REPO / "compat" / "make_table.py"), external=True)
+    session.run(sys.executable, "-m", "compat.make_table", external=True)

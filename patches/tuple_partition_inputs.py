@@ -27,7 +27,7 @@ import inspect
 import logging
 import operator
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 
 import torch
 from torch._guards import detect_fake_mode
@@ -38,7 +38,15 @@ from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 from torch.utils._pytree import tree_leaves, tree_map
 
 from trt_compat._fake import running_on_fake
-from trt_compat.patching import Patch, PatchContext, TargetChanged
+from trt_compat.describe import op_name
+from trt_compat.patching import Defect, Patch, PatchContext, TargetChanged
+from trt_compat.probing import Probe
+
+
+def describe_value(value: Any) -> str:
+    from trt_compat.describe import value as describe
+
+    return describe(value, detail=True)
 
 logger = logging.getLogger("trt_compat")
 
@@ -47,6 +55,23 @@ _REMEDY = (
     "enters a TensorRT engine, or make the lowering pass that created it set a single-tensor "
     "meta['val']; or leave trt_compat's tuple_pooling patch enabled."
 )
+_REMEDY_ALREADY_IN_TORCH = (
+    "Remedy: {op} already runs in PyTorch (it is in torch_executed_ops), but its consumers do "
+    "not: add them to torch_executed_ops too so the value never enters a TensorRT engine, or make "
+    "the lowering pass that created it set a single-tensor meta['val']."
+)
+
+
+def _remedy(op: str, torch_executed: FrozenSet[str] = frozenset()) -> str:
+    template = _REMEDY_ALREADY_IN_TORCH if _op_key(op) in torch_executed else _REMEDY
+    return template.format(op=op)
+
+
+def _op_key(op: Any) -> str:
+    """One spelling for an op however it is given: ``torch.ops.aten.x.default``, ``aten.x.default``, an
+    OpOverload."""
+    text = str(op)
+    return text[len("torch.ops."):] if text.startswith("torch.ops.") else text
 
 
 class PartitionInputError(ValueError):
@@ -61,20 +86,27 @@ class _Unrecoverable(Exception):
     """The true value of a node cannot be recomputed; carries the reason for the final error."""
 
 
-# Child GraphModule -> (weak reference to the partitioned module that calls it, weak references to
-# the call_module nodes calling it there). Everything is weak so remembering a partition never
-# extends the life of any graph.
-_PARENTS: "weakref.WeakKeyDictionary[torch.nn.Module, Tuple[weakref.ref, List[weakref.ref]]]" = (
-    weakref.WeakKeyDictionary()
-)
+@dataclasses.dataclass(frozen=True)
+class _Partition:
+    """What is remembered of the partitioned module that calls a submodule. Everything is weak so
+    remembering a partition never extends the life of any graph."""
+
+    parent: "weakref.ref[GraphModule]"
+    calls: List["weakref.ref[Node]"]  # the call_module nodes calling the submodule there
+    torch_executed: FrozenSet[str]  # the ops the user asked to run in PyTorch
 
 
-def remember_partition(parent: GraphModule) -> None:
+_PARENTS: "weakref.WeakKeyDictionary[torch.nn.Module, _Partition]" = weakref.WeakKeyDictionary()
+
+
+def remember_partition(parent: GraphModule, torch_executed_ops: Iterable[Any] = ()) -> None:
     """Record ``parent`` as the graph that calls each of its GraphModule children.
 
     ``construct_submodule_inputs`` only receives the child, but repairing it needs the node that
-    feeds each input, which lives in the parent.
+    feeds each input, which lives in the parent; the ops the user keeps in PyTorch shape the
+    remedy an error suggests.
     """
+    torch_executed = frozenset(_op_key(op) for op in torch_executed_ops or ())
     parent_ref = weakref.ref(parent)
     calls: Dict[torch.nn.Module, List[weakref.ref]] = {}
     for node in parent.graph.nodes:
@@ -83,7 +115,7 @@ def remember_partition(parent: GraphModule) -> None:
             if isinstance(child, GraphModule):
                 calls.setdefault(child, []).append(weakref.ref(node))
     for child, refs in calls.items():
-        _PARENTS[child] = (parent_ref, refs)
+        _PARENTS[child] = _Partition(parent_ref, refs, torch_executed)
 
 
 def partition_parent(submodule: torch.nn.Module) -> Optional[Tuple[GraphModule, List[Node]]]:
@@ -94,11 +126,11 @@ def partition_parent(submodule: torch.nn.Module) -> Optional[Tuple[GraphModule, 
     again. Not scanning the parent every time matters: this runs once per accelerated block, and
     a scan per block is quadratic in the number of blocks.
     """
-    parent_ref, call_refs = _PARENTS.get(submodule, (None, ()))
-    parent = parent_ref() if parent_ref is not None else None
+    remembered = _PARENTS.get(submodule)
+    parent = remembered.parent() if remembered is not None else None
     if parent is None:
         return None
-    calls = [ref() for ref in call_refs]
+    calls = [ref() for ref in remembered.calls]
     if not all(_calls_submodule(parent, call, submodule) for call in calls):
         calls = _calls_of(parent, submodule)
     return (parent, calls) if calls else None
@@ -125,6 +157,8 @@ def repair_submodule_inputs(
     problems = boundary_problems(submodule)
     if not problems:
         return []
+    remembered = _PARENTS.get(submodule)
+    torch_executed = remembered.torch_executed if remembered is not None else frozenset()
     if parent is None:
         found = partition_parent(submodule)
         parent, calls = found if found is not None else (None, [])
@@ -133,8 +167,8 @@ def repair_submodule_inputs(
     if parent is None or not calls:
         raise _orphan_error(problems[0])
 
-    evaluator = _FakeEvaluator(parent, _fake_mode(parent, submodule))
-    plans = [_plan(parent, submodule, calls, node, evaluator) for node in problems]
+    planner = _Planner(parent, submodule, calls, torch_executed)
+    plans = [planner.plan(node) for node in problems]
 
     repairs = []
     parent_changed = False
@@ -270,22 +304,6 @@ def _bound_argument(call: Node, position: int, placeholder: Node) -> Any:
     raise _Unrecoverable(f"'{call.name}' does not pass input '{placeholder.target}'")
 
 
-def _op_name(node: Node) -> str:
-    if node.op == "call_function":
-        if isinstance(node.target, torch._ops.OpOverload):
-            return str(node.target)
-        module = getattr(node.target, "__module__", None)
-        name = getattr(node.target, "__qualname__", None) or getattr(node.target, "__name__", "")
-        return f"{module}.{name}" if module else name or repr(node.target)
-    if node.op == "call_method":
-        return f"Tensor.{node.target}"
-    if node.op == "call_module":
-        return f"submodule '{node.target}'"
-    if node.op == "get_attr":
-        return f"attribute '{node.target}'"
-    return "a graph input"
-
-
 def _origin(parent: GraphModule, node: Node) -> Tuple[Node, Optional[str]]:
     """The node that actually computes ``node``'s value, looking through submodule calls.
 
@@ -320,21 +338,11 @@ def _origin(parent: GraphModule, node: Node) -> Tuple[Node, Optional[str]]:
 def _describe_producer(parent: GraphModule, node: Node) -> Tuple[str, str]:
     """Human-readable description of the producer of ``node`` and the name of its op."""
     inner, owner = _origin(parent, node)
-    op = _op_name(inner)
+    op = op_name(inner)
     text = f"node '{inner.name}' ({op})"
     if owner is not None:
         text += f" inside submodule '{owner}', reaching the parent graph as '{node.name}'"
     return text, op
-
-
-def _describe_value(value: Any) -> str:
-    if isinstance(value, torch.Tensor):
-        shape = ", ".join(map(str, value.shape))
-        return f"Tensor(shape=[{shape}], dtype={value.dtype}, device={value.device})"
-    if isinstance(value, (tuple, list)):
-        items = ", ".join(_describe_value(v) for v in value)
-        return f"{type(value).__name__} of {len(value)} ({items})"
-    return type(value).__name__
 
 
 def _layout(t: torch.Tensor) -> Tuple[Any, ...]:
@@ -447,19 +455,8 @@ class _FakeEvaluator:
 
     def _seeded_inputs(self, node: Node, sub: GraphModule) -> List[Tuple[Node, Any]]:
         """(placeholder, argument) of each input of a submodule call whose value must come from here."""
-        seeded = []
-        for position, placeholder in enumerate(_placeholders(sub)):
-            if _believable(placeholder):
-                continue
-            if position < len(node.args):
-                seeded.append((placeholder, node.args[position]))
-            elif placeholder.target in node.kwargs:
-                seeded.append((placeholder, node.kwargs[placeholder.target]))
-            elif placeholder.args:
-                seeded.append((placeholder, placeholder.args[0]))
-            else:
-                raise _Unrecoverable(f"'{node.name}' does not pass input '{placeholder.target}'")
-        return seeded
+        return [(placeholder, _bound_argument(node, position, placeholder))
+                for position, placeholder in enumerate(_placeholders(sub)) if not _believable(placeholder)]
 
     def _run(self, node: Node) -> Any:
         if node.op == "placeholder":
@@ -480,7 +477,7 @@ class _FakeEvaluator:
                 return node.target(*args, **kwargs)
         except Exception as e:
             raise _Unrecoverable(
-                f"re-running '{node.name}' ({_op_name(node)}) on fake inputs failed: "
+                f"re-running '{node.name}' ({op_name(node)}) on fake inputs failed: "
                 f"{type(e).__name__}: {e}"
             ) from e
 
@@ -519,7 +516,7 @@ class _Plan:
 def _orphan_error(placeholder: Node) -> PartitionInputError:
     problem = _metadata_problem(placeholder)
     users = list(placeholder.users)
-    consumers = ", ".join(sorted({_op_name(u) for u in users})) or "no node"
+    consumers = ", ".join(sorted({op_name(u) for u in users})) or "no node"
     val = placeholder.meta.get("val")
     stale = users and all(_consumed_as_tensor(u, placeholder) for u in users)
     if isinstance(val, (tuple, list)) and stale:
@@ -528,12 +525,12 @@ def _orphan_error(placeholder: Node) -> PartitionInputError:
             f"({consumers}) consumes it as a single Tensor: the metadata is stale (copied from a "
             "node a lowering pass replaced) and could not be recomputed without the parent graph, "
             "which was not recorded for this submodule. "
-            + _REMEDY.format(op="the op producing it")
+            + _remedy("the op producing it")
         )
     return PartitionInputError(
         f"Submodule input '{placeholder.name}' {problem} (used by {consumers}); its producer is "
         "unknown because no parent graph was recorded for this submodule, so the value that "
-        "really flows there cannot be determined. " + _REMEDY.format(op="the op producing it")
+        "really flows there cannot be determined. " + _remedy("the op producing it")
     )
 
 
@@ -554,82 +551,77 @@ def _getitem_indices(placeholder: Node, length: int) -> Optional[List[int]]:
     return sorted(indices)
 
 
-def _plan(
-    parent: GraphModule,
-    submodule: GraphModule,
-    calls: List[Node],
-    placeholder: Node,
-    evaluator: _FakeEvaluator,
-) -> _Plan:
-    problem = _metadata_problem(placeholder)
-    position = _placeholders(submodule).index(placeholder)
-    submodule_name = calls[0].target
-    where = f"Input '{placeholder.name}' of submodule '{submodule_name}' {problem}"
+class _Planner:
+    """Decides how to repair the bad inputs of one submodule; raises PartitionInputError naming the node, the
+    op producing it and the remedy when an input cannot become a TensorRT input."""
 
-    bindings = []
-    for call in calls:
-        try:
-            producer = _bound_argument(call, position, placeholder)
-        except _Unrecoverable as e:
-            raise PartitionInputError(f"{where}, and {e}.") from None
-        if not isinstance(producer, Node):
-            raise PartitionInputError(
-                f"{where}; '{call.name}' passes the constant {producer!r} for it, which is not "
-                "a tensor."
-            )
-        try:
-            bindings.append((call, producer, evaluator.value(producer)))
-        except _Unrecoverable as e:
-            text, op = _describe_producer(parent, producer)
-            raise PartitionInputError(
-                f"{where}. It is produced by {text}, whose runtime value could not be "
-                f"recomputed: {e}. " + _REMEDY.format(op=op)
-            ) from None
+    def __init__(self, parent: GraphModule, submodule: GraphModule, calls: List[Node],
+                 torch_executed: FrozenSet[str]) -> None:
+        self.parent, self.submodule, self.calls, self.torch_executed = parent, submodule, calls, torch_executed
+        self.evaluator = _FakeEvaluator(parent, _fake_mode(parent, submodule))
 
-    text, op = _describe_producer(parent, bindings[0][1])
-    plan = _Plan(placeholder, problem, submodule_name, text, bindings)
-    values = [value for _, _, value in bindings]
-
-    if all(isinstance(v, torch.Tensor) for v in values):
-        if len({_layout(v) for v in values}) > 1:
-            raise PartitionInputError(
-                f"{where}. Its {len(calls)} calls pass tensors of different shapes or strides "
-                f"({'; '.join(_describe_value(v) for v in values)}), which one TensorRT input "
-                "cannot describe. " + _REMEDY.format(op=op)
-            )
+    def plan(self, placeholder: Node) -> _Plan:
+        problem = _metadata_problem(placeholder)
+        where = f"Input '{placeholder.name}' of submodule '{self.calls[0].target}' {problem}"
+        bindings = self._bindings(placeholder, where)
+        text, op = _describe_producer(self.parent, bindings[0][1])
+        plan = _Plan(placeholder, problem, self.calls[0].target, text, bindings)
+        values = [value for _, _, value in bindings]
+        if all(isinstance(v, torch.Tensor) for v in values):
+            self._require_one_layout(values, f"{where}. Its {len(values)} calls pass tensors of different shapes or "
+                                             f"strides ({'; '.join(describe_value(v) for v in values)})", op)
+            return plan
+        plan.indices = self._tuple_elements(placeholder, values, where, text, op)
         return plan
 
-    if not all(isinstance(v, (tuple, list)) for v in values) or len({len(v) for v in values}) > 1:
-        raise PartitionInputError(
-            f"{where}. It is produced by {text}, which yields "
-            f"{' / '.join(_describe_value(v) for v in values)} at runtime; TensorRT inputs must "
-            "be tensors. " + _REMEDY.format(op=op)
-        )
-    indices = _getitem_indices(placeholder, len(values[0]))
-    if indices is None:
-        consumers = ", ".join(sorted({_op_name(u) for u in placeholder.users}))
-        raise PartitionInputError(
-            f"{where}. It is produced by {text} as a {_describe_value(values[0])}, and the "
-            f"submodule consumes the whole {type(values[0]).__name__} ({consumers}) instead of "
-            "indexing it with constant getitems, so it cannot be split into tensor inputs. "
-            + _REMEDY.format(op=op)
-        )
-    for i in indices:
-        elements = [v[i] for v in values]
-        if not all(isinstance(e, torch.Tensor) for e in elements):
-            raise PartitionInputError(
-                f"{where}. It is produced by {text}; element {i} of its value is "
-                f"{_describe_value(elements[0])}, not a tensor, so it cannot become a TensorRT "
-                "input. " + _REMEDY.format(op=op)
-            )
-        if len({_layout(e) for e in elements}) > 1:
-            raise PartitionInputError(
-                f"{where}. Element {i} has different shapes or strides across its "
-                f"{len(calls)} calls, which one TensorRT input cannot describe. "
-                + _REMEDY.format(op=op)
-            )
-    plan.indices = indices
-    return plan
+    def _fail(self, message: str, op: str) -> PartitionInputError:
+        return PartitionInputError(f"{message} {_remedy(op, self.torch_executed)}")
+
+    def _bindings(self, placeholder: Node, where: str) -> List[Tuple[Node, Node, Any]]:
+        """(call, producer, true value) for every call of the submodule."""
+        position = _placeholders(self.submodule).index(placeholder)
+        bindings = []
+        for call in self.calls:
+            try:
+                producer = _bound_argument(call, position, placeholder)
+            except _Unrecoverable as e:
+                raise PartitionInputError(f"{where}, and {e}.") from None
+            if not isinstance(producer, Node):
+                raise PartitionInputError(f"{where}; '{call.name}' passes the constant {producer!r} for it, "
+                                          "which is not a tensor.")
+            try:
+                bindings.append((call, producer, self.evaluator.value(producer)))
+            except _Unrecoverable as e:
+                text, op = _describe_producer(self.parent, producer)
+                raise self._fail(f"{where}. It is produced by {text}, whose runtime value could not be "
+                                 f"recomputed: {e}.", op) from None
+        return bindings
+
+    def _require_one_layout(self, tensors: List[Any], problem: str, op: str) -> None:
+        if len({_layout(t) for t in tensors}) > 1:
+            raise self._fail(f"{problem}, which one TensorRT input cannot describe.", op)
+
+    def _tuple_elements(self, placeholder: Node, values: List[Any], where: str, text: str, op: str) -> List[int]:
+        """The tuple indices to hoist into the parent, when a real tuple crosses the boundary."""
+        if not all(isinstance(v, (tuple, list)) for v in values) or len({len(v) for v in values}) > 1:
+            raise self._fail(f"{where}. It is produced by {text}, which yields "
+                             f"{' / '.join(describe_value(v) for v in values)} at runtime; TensorRT inputs must "
+                             "be tensors.", op)
+        indices = _getitem_indices(placeholder, len(values[0]))
+        if indices is None:
+            consumers = ", ".join(sorted({op_name(u) for u in placeholder.users}))
+            raise self._fail(f"{where}. It is produced by {text} as a {describe_value(values[0])}, and the "
+                             f"submodule consumes the whole {type(values[0]).__name__} ({consumers}) instead of "
+                             "indexing it with constant getitems, so it cannot be split into tensor inputs.", op)
+        for i in indices:
+            elements = [v[i] for v in values]
+            if not all(isinstance(e, torch.Tensor) for e in elements):
+                raise self._fail(f"{where}. It is produced by {text}; element {i} of its value is "
+                                 f"{describe_value(elements[0])}, not a tensor, so it cannot become a TensorRT "
+                                 "input.", op)
+            self._require_one_layout(elements, f"{where}. Element {i} has different shapes or strides across its "
+                                               f"{len(values)} calls", op)
+        return indices
 
 
 def _apply_tensor(plan: _Plan) -> str:
@@ -642,7 +634,7 @@ def _apply_tensor(plan: _Plan) -> str:
             producer.meta = _with_val(producer.meta, produced)
     return (
         f"{plan.submodule_name}: input '{plan.placeholder.name}' {plan.problem}; set its "
-        f"meta['val'] to {_describe_value(value)}, as produced at runtime by {plan.producer_text}"
+        f"meta['val'] to {describe_value(value)}, as produced at runtime by {plan.producer_text}"
     )
 
 
@@ -704,6 +696,61 @@ def _apply_hoist(parent: GraphModule, submodule: GraphModule, plan: _Plan) -> st
     )
 
 
+# ---------------------------------------------------------------------------------------------
+# Reproducers (trt_compat verify, the compatibility matrix)
+
+
+class ConvCeilPool(torch.nn.Module):
+    """#3185's model: ceil_mode max pooling between two convolutions, the pool kept in PyTorch so that its
+    output is an input of the TensorRT block after it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = torch.nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = torch.nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (1, 3, 16, 16)
+        return torch.relu(self.conv2(self.pool(self.conv1(x))))
+
+
+POOL_IN_TORCH = ("torch.ops.aten.max_pool2d.default",)
+
+
+def make_pool_meta_stale(gm: GraphModule, *_release_specific: Any) -> GraphModule:
+    """A lowering pass leaving what 2.2-2.4's max-pool fusion leaves: each max_pool2d node's val becomes the
+    ``(values, indices)`` tuple of the op it replaced."""
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target == torch.ops.aten.max_pool2d.default:
+            values = node.meta.get("val")
+            if isinstance(values, torch.Tensor):
+                node.meta["val"] = (values, values.new_empty(values.shape, dtype=torch.int64))
+    return gm
+
+
+def _ceil_pool_boundary(probe: Probe, lower: Callable[[Any, Any], GraphModule]) -> Optional[str]:
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    partitioned = probe.partition(lower(ConvCeilPool().eval(), x), torch_executed_ops=POOL_IN_TORCH)
+    return probe.block_input_problem(partitioned, x)
+
+
+def check_ceil_pool_boundary(probe: Probe) -> Optional[str]:
+    return _ceil_pool_boundary(probe, probe.export_and_lower)
+
+
+def check_stale_pass_meta(probe: Probe) -> Optional[str]:
+    """The same model, with a user lowering pass (registered the documented way) leaving a stale tuple val."""
+    from torch_tensorrt.dynamo.lowering.passes import _aten_lowering_pass as registry
+
+    registry._aten_lowering_pass(make_pool_meta_stale)
+    try:
+        lowered = probe.export_and_lower(ConvCeilPool().eval(), torch.randn(1, 3, 16, 16))
+    finally:
+        manager = next(getattr(registry, name) for name in ("ATEN_POST_LOWERING_PASSES", "ATEN_LOWERING_PASSES")
+                       if hasattr(registry, name))
+        registry._remove_lowering_pass(index=next(i for i, p in enumerate(manager.passes) if p is make_pool_meta_stale))
+    return _ceil_pool_boundary(probe, lambda model, x: lowered)
+
 
 PATCH = Patch(
     name="tuple_partition_inputs",
@@ -718,12 +765,19 @@ PATCH = Patch(
         "missing. On 2.3-2.4 upstream's own max-pool fusion leaves such metadata; the check is unchanged up to "
         "the newest release, so any pass that leaves a tuple val still aborts compilation."
     ),
+    defects=(
+        Defect("ceil_pool_boundary", "#3185 fused max_pool2d after a ceil_mode pool carries a tuple (or no) val into "
+               "construct_submodule_inputs", check_ceil_pool_boundary),
+        Defect("stale_pass_meta", "#3185 a stale tuple val left by a registered lowering pass reaches "
+               "construct_submodule_inputs", check_stale_pass_meta),
+    ),
 )
 
 
 def _remember_parent(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
     result = wrapped(*args, **kwargs)
-    remember_partition(result[0] if isinstance(result, tuple) else result)
+    executed = inspect.signature(wrapped).bind_partial(*args, **kwargs).arguments.get("torch_executed_ops")
+    remember_partition(result[0] if isinstance(result, tuple) else result, executed or ())
     return result
 
 

@@ -50,7 +50,8 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _disable_current_modes
 
 from trt_compat._fake import running_on_fake
-from trt_compat.patching import Option, Patch, PatchContext, lowering_pass, post_lowering_passes
+from trt_compat.patching import Defect, Option, Patch, PatchContext, lowering_pass, post_lowering_passes
+from trt_compat.probing import Probe
 
 logger = logging.getLogger(__name__)
 
@@ -712,6 +713,30 @@ def decompose_tuple_pooling(gm: torch.fx.GraphModule, pool_indices: Optional[str
     return gm
 
 
+class PoolIndicesViews(torch.nn.Module):
+    """The reproducer: pooling whose indices are used (unpooling), with views in between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = torch.nn.MaxPool2d(2, return_indices=True)
+        self.unpool = torch.nn.MaxUnpool2d(2)
+        self.conv2 = torch.nn.Conv2d(8, 4, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (1, 3, 16, 16)
+        y = torch.relu(self.conv1(x))
+        y, indices = self.pool(y)
+        n, c, h, w = y.shape
+        y = y.view(n, c, h * w).relu().view(n, c, h, w)
+        return self.conv2(self.unpool(y, indices)).view(n, -1)
+
+
+def check_indices_tuple_node(probe: Probe) -> Optional[str]:
+    gm = probe.export_and_lower(PoolIndicesViews().eval(), torch.randn(1, 3, 16, 16))
+    left = [node.name for node in gm.graph.nodes if is_tuple_pooling_node(node)]
+    return f"tuple-returning pooling node(s) {', '.join(left)} reach partitioning" if left else None
+
+
 PATCH = Patch(
     name="tuple_pooling",
     title="tuple-returning pooling ops become single-output nodes before partitioning",
@@ -725,6 +750,8 @@ PATCH = Patch(
         "(a stale (values, indices) val on 2.4, emptied on 2.3), so there this pass takes its place. No release "
         "converts pooling indices or max_unpool, so by default they are decomposed into ops it does convert."
     ),
+    defects=(Defect("indices_tuple_node", "#3185 a max pool whose indices are used reaches partitioning as a "
+                    "tuple-returning node", check_indices_tuple_node),),
     options=(POOL_INDICES,),
 )
 

@@ -13,9 +13,13 @@ of ``aten.view.default`` and produces the same value, so retargeting the existin
 keeps every node's identity, name, position, users and -- the point of this patch -- its own
 ``meta``.
 """
+from typing import Optional
+
 import torch
 
-from trt_compat.patching import Patch, PatchContext, TargetChanged, lowering_pass, post_lowering_passes
+from trt_compat.patching import (Defect, NotApplicable, Patch, PatchContext, TargetChanged, lowering_pass,
+                                 post_lowering_passes)
+from trt_compat.probing import Probe, has_module
 
 _VIEW = torch.ops.aten.view.default
 _RESHAPE = torch.ops.aten.reshape.default
@@ -47,6 +51,39 @@ def _view_nodes(graph: torch.fx.Graph) -> list:
     return [node for node in graph.nodes if node.op == "call_function" and node.target is _VIEW]
 
 
+class ThreeViews(torch.nn.Module):
+    """The reproducer: three views of one input, consumed in reverse order, so the last view's first user comes
+    first and upstream's replacements come out in another order than the views they replace."""
+
+    def forward(self, x: torch.Tensor):  # x: (2, 3, 4)
+        a = x.view(6, 4)
+        b = x.view(2, 12)
+        c = x.view(24)
+        return c + 1, b * 2, a - 1
+
+
+def view_metadata_problems(gm: torch.fx.GraphModule) -> list:
+    """Each view-like node whose ``meta['val']`` is missing or not the shape its own arguments give."""
+    view_like = {_VIEW, _RESHAPE, getattr(getattr(torch.ops.aten, "_reshape_copy", None), "default", None)}
+    problems = []
+    for node in gm.graph.nodes:
+        if node.op != "call_function" or node.target not in view_like:
+            continue
+        wanted = tuple(torch.empty(node.args[0].meta["val"].shape, device="meta").reshape(node.args[1]).shape)
+        val = node.meta.get("val")
+        if not isinstance(val, torch.Tensor):
+            problems.append(f"{node.name} has no meta['val'] (its arguments give {wanted})")
+        elif tuple(val.shape) != wanted:
+            problems.append(f"{node.name}: meta['val'] says {tuple(val.shape)}, its arguments give {wanted}")
+    return problems
+
+
+def check_view_metadata(probe: Probe) -> Optional[str]:
+    if not has_module("torch_tensorrt.dynamo.lowering.passes.view_to_reshape"):
+        raise NotApplicable("this release has no view_to_reshape lowering pass")
+    gm = probe.export_and_lower(ThreeViews(), torch.randn(2, 3, 4))
+    return "; ".join(view_metadata_problems(gm)) or None
+
 
 PATCH = Patch(
     name="view_to_reshape_metadata",
@@ -59,6 +96,8 @@ PATCH = Patch(
         "replace_pattern has moved the replacements (2.3-2.5), or drops it (2.2.0). 2.6 fixed the pass and "
         "2.7 removed it."
     ),
+    defects=(Defect("view_metadata", "#3221 view_to_reshape puts view metadata on the wrong node (or drops it)",
+                    check_view_metadata),),
 )
 
 

@@ -46,7 +46,7 @@ def value(item: Any, detail: bool = False) -> str:
         if isinstance(item, list):
             return f"[{inner}]"
         return f"({inner},)" if len(item) == 1 else f"({inner})"
-    return type(item).__name__ if item is not None else "None"
+    return type(item).__name__ if item is not None or detail else "None"
 
 
 def _is_tensor_like(item: Any) -> bool:

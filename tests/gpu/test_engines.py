@@ -7,7 +7,7 @@ match the tensors that flow, partitioning succeeds); only here are those graphs 
 """
 import pytest
 
-import gpu_env
+from tests.gpu import gpu_env
 
 _REASON = gpu_env.unavailable_reason()
 if _REASON:
@@ -16,7 +16,7 @@ if _REASON:
 import trt_compat  # noqa: E402,F401  (before torch_tensorrt: its post-import hook applies the patches)
 import torch  # noqa: E402
 
-from smoke_models import SMOKE_MODELS, smoke_model  # noqa: E402
+from tests.helpers.models import SMOKE_MODELS, smoke_model  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 

@@ -1,6 +1,6 @@
 """Prepare the running process so the real torch_tensorrt imports on a machine without a GPU.
 
-    import activate; activate.prepare(); import torch_tensorrt
+    from tests.harness import activate; activate.prepare(); import torch_tensorrt
 
 Used by tests/integration/conftest.py, by the subprocess tests (which import trt_compat first, to
 exercise its post-import hook) and by make_env.py's smoke test. It stands in for exactly two things:
@@ -36,9 +36,7 @@ TENSORRT_PATH_ENV = "TRT_COMPAT_HARNESS_TENSORRT_PATH"
 CAPABILITY = (8, 9)
 DEVICE_NAME = "trt_compat harness stand-in (no GPU)"
 
-if str(HARNESS) not in sys.path:
-    sys.path.insert(0, str(HARNESS))
-import releases  # noqa: E402
+from tests.harness import releases  # noqa: E402
 
 
 class HarnessUnavailable(RuntimeError):
@@ -51,7 +49,7 @@ def installed_wheel() -> str:
     except importlib.metadata.PackageNotFoundError:
         raise HarnessUnavailable(
             f"torch-tensorrt is not installed in {sys.executable}; build a venv with "
-            "`python3 tests/harness/make_env.py 2.4.0 .venvs/tt-2.4.0` and run pytest with its python"
+            "`python3 -m tests.harness.make_env 2.4.0 .venvs/tt-2.4.0` and run pytest with its python"
         ) from None
 
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env python3
 """Build a venv in which a real Torch-TensorRT release's Python compiler runs on this GPU-less machine.
 
-    python3 tests/harness/make_env.py RELEASE VENV_DIR        e.g.  2.4.0 .venvs/tt-2.4.0
+    python3 -m tests.harness.make_env RELEASE VENV_DIR        e.g.  2.4.0 .venvs/tt-2.4.0   (from the repository root)
 
 Steps (each timed):
   1. create VENV_DIR with the python running this script;
   2. install the release's exact torch (the CUDA build: it imports without a GPU, and torch_tensorrt
-     refuses CPU-only torch builds at several places), the wheel's other runtime deps, the repo itself
-     with its [test] extra (pytest, hypothesis);
+     refuses CPU-only torch builds at several places), the wheel's other runtime deps, the torchvision
+     built for that torch (--no-deps), the repo itself with its [test] extra (pytest, hypothesis);
   3. install torch-tensorrt==RELEASE with --no-deps: its TensorRT requirements are multi-GB native
      wheels that cannot load here; tests/harness/standin replaces the `tensorrt` module instead;
   4. move the release's native .so files into a sibling folder of the package
@@ -30,10 +30,10 @@ import sys
 import time
 from pathlib import Path
 
+from tests.harness import releases
+
 HARNESS = Path(__file__).resolve().parent
 REPO = HARNESS.parent.parent
-sys.path.insert(0, str(HARNESS))
-import releases  # noqa: E402  (needs the sys.path entry above)
 
 MARKER = ".trt-compat-harness.json"
 MOVED_DIR = "torch_tensorrt.moved-aside"
@@ -62,6 +62,7 @@ def recipe(release: releases.Release, wheel: str) -> dict:
         "release": release.line,
         "wheel": wheel,
         "requirements": requirements(release),
+        "torchvision": release.torchvision,
         "move_aside": list(release.move_aside),
         "python": sys.version.split()[0],
     }
@@ -134,10 +135,10 @@ def move_aside(pkg: Path, patterns) -> list:
 def smoke_test(python: Path) -> str:
     code = (
         "import sys; sys.path.insert(0, %r)\n"
-        "import activate; info = activate.prepare()\n"
+        "from tests.harness import activate; info = activate.prepare()\n"
         "import torch, torch_tensorrt\n"
         "print(torch_tensorrt.__version__, torch.__version__, info['tensorrt'])\n"
-    ) % str(HARNESS)
+    ) % str(REPO)
     out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True)
     return out.stdout.strip().splitlines()[-1]
 
@@ -177,6 +178,8 @@ def main(argv=None) -> int:
         step("venv", lambda: run([sys.executable, "-m", "venv", venv]))
     pip = [python, "-m", "pip", "install", "--quiet"]
     step("torch+deps", lambda: run(pip + requirements(release) + ["pytest", "hypothesis"]))
+    # --no-deps: torchvision pins the exact torch it was built with, which is installed already.
+    step("torchvision", lambda: run(pip + ["--no-deps", f"torchvision=={release.torchvision}", "pillow"]))
     step("trt_compat (editable)", lambda: run(pip + ["-e", f"{REPO}[test]"]))
     step("torch-tensorrt", lambda: run(pip + ["--no-deps", f"torch-tensorrt=={wheel}"]))
     pkg = package_dir(python)

@@ -7,6 +7,8 @@ process) and the matrix, so that adding a release is an edit here rather than a 
 Sources of each field:
 - ``torch``: the torch release the wheel's ``torch`` requirement resolves to: the newest torch its
   METADATA allows. Pinned exactly so every machine builds the same venv.
+- ``torchvision``: the torchvision release built against that torch: its models (random weights, never
+  downloaded) are the real-world test inputs.
 - ``tensorrt``: what the stand-in reports as ``tensorrt.__version__``. The real ``tensorrt`` Python
   module comes from the ``tensorrt-*-bindings`` distribution, so this is the lowest version that wheel
   pin allows (or the plain ``tensorrt`` pin on releases that have no bindings pin). ``activate.py``
@@ -35,6 +37,7 @@ class Release:
     line: str  # key of the row: the release, e.g. "2.4.0"
     wheels: Tuple[str, ...]  # torch-tensorrt versions this row covers; the first is the default
     torch: str  # exact torch version to install
+    torchvision: str  # the torchvision built for that torch (real models for the tests; installed with --no-deps)
     tensorrt: str  # stand-in tensorrt.__version__
     numpy: str  # pip requirement for numpy
     runtime_deps: Tuple[str, ...]  # wheel METADATA requirements, without torch / TensorRT / extras
@@ -83,6 +86,7 @@ RELEASES: Dict[str, Release] = {
             line="2.2.0",
             wheels=("2.2.0",),
             torch="2.2.2",
+            torchvision="0.17.2",
             tensorrt="8.6.1",
             numpy="numpy<2",
             runtime_deps=_COMMON_OLD + ("numpy",),
@@ -105,6 +109,7 @@ RELEASES: Dict[str, Release] = {
             line="2.3.0",
             wheels=("2.3.0",),
             torch="2.3.1",
+            torchvision="0.18.1",
             tensorrt="10.0.1",
             numpy="numpy<2",
             runtime_deps=_COMMON_OLD + ("numpy",),
@@ -124,6 +129,7 @@ RELEASES: Dict[str, Release] = {
             line="2.4.0",
             wheels=("2.4.0",),
             torch="2.4.1",
+            torchvision="0.19.1",
             tensorrt="10.1.0",
             numpy="numpy",
             runtime_deps=_COMMON_OLD + ("numpy",),
@@ -137,6 +143,7 @@ RELEASES: Dict[str, Release] = {
             line="2.5.0",
             wheels=("2.5.0",),
             torch="2.5.1",
+            torchvision="0.20.1",
             tensorrt="10.3.0",
             numpy="numpy<2",
             runtime_deps=_COMMON_OLD + ("numpy",),
@@ -150,6 +157,7 @@ RELEASES: Dict[str, Release] = {
             line="2.6.0",
             wheels=("2.6.0",),
             torch="2.6.0",
+            torchvision="0.21.0",
             # The wheel pins the `tensorrt` meta-package at >=10.7.0.post1, but the module's own
             # version comes from tensorrt-cu12-bindings (>=10.7.0), which is what `tensorrt.__version__` says.
             tensorrt="10.7.0",
@@ -168,6 +176,7 @@ RELEASES: Dict[str, Release] = {
             line="2.6.1",
             wheels=("2.6.1",),
             torch="2.6.0",
+            torchvision="0.21.0",
             tensorrt="10.7.0",
             numpy="numpy",
             runtime_deps=_COMMON_OLD + ("numpy",),
@@ -183,6 +192,7 @@ RELEASES: Dict[str, Release] = {
             line="2.7.0",
             wheels=("2.7.0",),
             torch="2.7.1",
+            torchvision="0.22.1",
             tensorrt="10.9.0",
             numpy="numpy",
             runtime_deps=_COMMON_OLD + ("numpy",),
@@ -199,6 +209,7 @@ RELEASES: Dict[str, Release] = {
             line="2.8.0",
             wheels=("2.8.0",),
             torch="2.8.0",
+            torchvision="0.23.0",
             tensorrt="10.12.0",
             numpy="numpy",
             runtime_deps=_COMMON_OLD + ("dllist", "numpy"),
@@ -212,6 +223,7 @@ RELEASES: Dict[str, Release] = {
             line="2.9.0",
             wheels=("2.9.0",),
             torch="2.9.1",
+            torchvision="0.24.1",
             tensorrt="10.13.0",
             numpy="numpy",
             runtime_deps=_COMMON_OLD + ("dllist", "numpy"),
@@ -225,6 +237,7 @@ RELEASES: Dict[str, Release] = {
             line="2.10.0",
             wheels=("2.10.0",),
             torch="2.10.0",
+            torchvision="0.25.0",
             tensorrt="10.14.1",
             numpy="numpy",
             # METADATA also pins nvidia-cuda-runtime-cu13==0.0.0a0, a CUDA native distribution like
@@ -240,6 +253,7 @@ RELEASES: Dict[str, Release] = {
             line="2.11.0",
             wheels=("2.11.0",),
             torch="2.11.0",
+            torchvision="0.26.0",
             tensorrt="10.15.1",
             numpy="numpy",
             runtime_deps=_COMMON_OLD + ("dllist", "psutil", "numpy"),
@@ -253,6 +267,7 @@ RELEASES: Dict[str, Release] = {
             line="2.12.0",
             wheels=("2.12.0",),
             torch="2.12.1",
+            torchvision="0.27.1",
             tensorrt="10.16.1",
             numpy="numpy",
             runtime_deps=_COMMON_OLD + ("filelock", "dllist", "psutil", "numpy"),
@@ -270,6 +285,7 @@ RELEASES: Dict[str, Release] = {
             line="2.12.1",
             wheels=("2.12.1",),
             torch="2.12.1",
+            torchvision="0.27.1",
             tensorrt="10.16.1",
             numpy="numpy",
             runtime_deps=_COMMON_OLD + ("filelock", "dllist", "psutil", "numpy"),
@@ -284,6 +300,7 @@ RELEASES: Dict[str, Release] = {
             line="2.13.0",
             wheels=("2.13.0",),
             torch="2.13.0",
+            torchvision="0.28.0",
             # The machine's local wheel folder holds the CPU build 2.13.0+cpu (for the unit tests),
             # which `torch==2.13.0` also matches; torch_tensorrt needs the CUDA build.
             torch_requirement="torch==2.13.0,!=2.13.0+cpu",
@@ -300,6 +317,7 @@ RELEASES: Dict[str, Release] = {
             line="2.14.0",
             wheels=("2.14.0",),
             torch="2.14.1",
+            torchvision="0.29.1",
             tensorrt="11.1.0",
             numpy="numpy",
             runtime_deps=_COMMON_OLD + ("filelock", "dllist", "psutil", "numpy"),

@@ -18,15 +18,10 @@ given on the command line aborts pytest instead of skipping.
 """
 import logging
 import sys
-from pathlib import Path
 
 import pytest
 
-HARNESS = Path(__file__).resolve().parents[1] / "harness"
-if str(HARNESS) not in sys.path:
-    sys.path.insert(0, str(HARNESS))
-
-import activate  # noqa: E402
+from tests.harness import activate
 
 UNAVAILABLE = activate.unavailable_reason()
 HARNESS_INFO = None
@@ -74,6 +69,14 @@ def _applied_patches():
         return []
     report = sys.modules["trt_compat"].report_dict()
     return [p["name"] for p in report["patches"] if p["state"] == "applied"]
+
+
+@pytest.fixture(scope="session")
+def stated_ranges():
+    """Each patch's range as its integration tests state it, independently of the patch (see test_defects)."""
+    from tests.helpers.upstream import stated_ranges
+
+    return stated_ranges()
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import activate  # tests/harness, put on sys.path by conftest
+from tests.harness import activate
 
 _REASON = activate.unavailable_reason()
 if _REASON:
@@ -24,12 +24,11 @@ if _REASON:
 
 import torch  # noqa: E402
 
-HARNESS = Path(activate.__file__).resolve().parent
-REPO = HARNESS.parents[1]
-
-# The reproducers of the defects the audit has to catch, and what upstream does with them on each release,
-# shared with test_defects: the audit must find exactly what that table measured.
-from test_defects import UPSTREAM, ConvCeilPool, ThreeViews, export_and_lower  # noqa: E402
+# The reproducers of the defects the audit has to catch (the patches' own), and what upstream does with them on
+# each release: the audit must find exactly what that table measured.
+from tests.helpers.upstream import REPO, UPSTREAM, export_and_lower  # noqa: E402
+from trt_compat.patches.tuple_partition_inputs import ConvCeilPool  # noqa: E402
+from trt_compat.patches.view_to_reshape_metadata import ThreeViews  # noqa: E402
 
 # The fused max_pool2d's val as the audit describes it, by test_defects' pool_meta_after_lowering; a
 # correct "tensor" gives no finding.
@@ -39,8 +38,7 @@ POOL_RECORDED = {"tuple": "(Tensor[1, 8, 8, 8] float32, Tensor[1, 8, 8, 8] int64
 @pytest.fixture
 def expected(release_row):
     """(view_to_reshape findings on ThreeViews, recorded val of the pool finding or None)."""
-    if release_row.line not in UPSTREAM:
-        pytest.skip(f"no measured upstream behaviour for torch-tensorrt {release_row.line} in test_defects.UPSTREAM")
+    assert release_row.line in UPSTREAM, f"add a row for torch-tensorrt {release_row.line} to UPSTREAM"
     upstream = UPSTREAM[release_row.line]
     return upstream.view_mismatches, POOL_RECORDED.get(upstream.pool_meta_after_lowering)
 
@@ -146,15 +144,16 @@ def test_audit_off_wraps_nothing(audit, upstream, monkeypatch):
 
 AUDIT_SCRIPT = textwrap.dedent("""
     import json, logging, sys
-    sys.path.insert(0, {harness!r}); sys.path.insert(0, {tests!r})
+    sys.path.insert(0, {repo!r})
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(levelname)s %(message)s")
     import trt_compat
-    import activate
+    from tests.harness import activate
     info = activate.prepare()
     import torch, torch_tensorrt
     from trt_compat import audit
-    from test_audit import lower_views
-    lower_views(info["row"])
+    from tests.helpers.upstream import export_and_lower
+    from trt_compat.patches.view_to_reshape_metadata import ThreeViews
+    export_and_lower(ThreeViews().eval(), torch.randn(2, 3, 4), info["row"])
     print(json.dumps({{"states": {{p["name"]: p["state"] for p in trt_compat.report_dict()["patches"]}},
                       "findings": [str(f) for f in audit.findings()]}}))
 """)
@@ -164,7 +163,7 @@ def run_with_env(**env):
     full = {k: v for k, v in os.environ.items() if not k.startswith("TRT_COMPAT_")}
     full.update(env)
     done = subprocess.run(
-        [sys.executable, "-c", AUDIT_SCRIPT.format(harness=str(HARNESS), tests=str(Path(__file__).parent))],
+        [sys.executable, "-c", AUDIT_SCRIPT.format(repo=str(REPO))],
         env=full, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr

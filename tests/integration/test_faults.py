@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-import activate  # tests/harness, put on sys.path by conftest
+from tests.harness import activate
 
 _REASON = activate.unavailable_reason()
 if _REASON:
@@ -25,7 +25,7 @@ if _REASON:
 
 from torch_tensorrt.dynamo import partitioning  # noqa: E402
 
-HARNESS = Path(activate.__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
 CONSTRUCT = "torch_tensorrt.dynamo.partitioning.construct_submodule_inputs"
 
 
@@ -181,16 +181,16 @@ def test_concurrent_apply_and_revert(tc):
 
 PRELUDE = textwrap.dedent("""
     import importlib, json, sys, threading
-    sys.path.insert(0, {harness!r})
+    sys.path.insert(0, {repo!r})
     import trt_compat
-    import activate
+    from tests.harness import activate
 """)
 
 
 def run(body, **env):
     full = {k: v for k, v in os.environ.items() if not k.startswith("TRT_COMPAT_")}
     full.update(env)
-    code = PRELUDE.format(harness=str(HARNESS)) + textwrap.dedent(body)
+    code = PRELUDE.format(repo=str(REPO)) + textwrap.dedent(body)
     done = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1])

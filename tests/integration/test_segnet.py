@@ -19,7 +19,7 @@ from typing import Dict, List
 
 import pytest
 
-import activate  # tests/harness, put on sys.path by conftest
+from tests.harness import activate
 
 _REASON = activate.unavailable_reason()
 if _REASON:
@@ -147,10 +147,9 @@ def check_blocks(compiled, expected_blocks, model, x):
 
 @pytest.fixture
 def expect(release_row):
-    from test_defects import UPSTREAM
+    from tests.helpers.upstream import UPSTREAM
 
-    if release_row.line not in UPSTREAM:
-        pytest.skip(f"no measured upstream behaviour for torch-tensorrt {release_row.line} in test_defects.UPSTREAM")
+    assert release_row.line in UPSTREAM, f"add a row for torch-tensorrt {release_row.line} to UPSTREAM"
     return UPSTREAM[release_row.line]
 
 

@@ -24,7 +24,7 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from trt_compat.patches import tuple_pooling as tp
 
-from pool_ops import INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_identical, call_nodes
+from tests.helpers.pooling import INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_identical, call_nodes
 
 aten = torch.ops.aten
 UNPOOL = {2: aten.max_unpool2d.default, 3: aten.max_unpool3d.default}

@@ -19,7 +19,7 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 import trt_compat
 from trt_compat.patches import tuple_pooling as tp
 
-from pool_ops import ADAPTIVE_MAX_POOL, INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_identical, call_nodes
+from tests.helpers.pooling import ADAPTIVE_MAX_POOL, INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_identical, call_nodes
 
 aten = torch.ops.aten
 CONVERTIBLE = {

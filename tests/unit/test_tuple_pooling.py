@@ -20,7 +20,7 @@ from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
 from trt_compat.patches import tuple_pooling as tp
 
-from pool_ops import ADAPTIVE_MAX_POOL, INF, MAX_POOL, MAX_POOL_WITH_INDICES, NAN, call_nodes
+from tests.helpers.pooling import ADAPTIVE_MAX_POOL, INF, MAX_POOL, MAX_POOL_WITH_INDICES, NAN, call_nodes
 
 aten = torch.ops.aten
 MODES = ["tensorrt", "torch"]

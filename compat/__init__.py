@@ -1,0 +1,1 @@
+"""compat: the compatibility matrix results and the generator of its tables."""

@@ -1,0 +1,272 @@
+"""What a defect's reproducer needs from the installed Torch-TensorRT, the same on every release.
+
+A :class:`Probe` hides the differences between releases that have nothing to do with the defects: how the
+post-lowering pass manager is called (``(gm, sample_inputs)`` on 2.2-2.4, ``(gm)`` on 2.5, ``(gm, settings)`` from
+2.6), what the fast partitioner returns, how block inputs are built (``construct_submodule_inputs`` from 2.3,
+sample runs on 2.2), and whether there is a GPU to build real engines on:
+
+* with CUDA and TensorRT, :meth:`Probe.compile` builds real TensorRT engines and :meth:`Probe.same` compares with a
+  tolerance (TensorRT may pick TF32 kernels);
+* without them, it compiles with ``dryrun``: Torch-TensorRT's whole Python compiler runs, the accelerated blocks
+  stay PyTorch graphs, and outputs must equal eager bit for bit. (2.3 and 2.4 run each block once on ``cuda:0``
+  during dryrun to learn its output shapes; without a GPU those sample inputs are kept on the CPU.)
+
+Imports torch and torch_tensorrt when used, never at import.
+"""
+import contextlib
+import importlib.util
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from ._errors import NotApplicable
+
+__all__ = ["Probe", "Compiled", "NotApplicable"]
+
+
+@dataclass
+class Compiled:
+    """A model compiled by the ``torch.compile`` backend: its first output and what the compiler produced."""
+
+    output: Any
+    module: Callable  # the torch.compile'd model, to call again
+    partitioned: Any  # the module Torch-TensorRT's compile_module returned
+    blocks: List[str] = field(default_factory=list)  # names of the accelerated (TensorRT) blocks
+    torch_ops: List[str] = field(default_factory=list)  # ops left to run in PyTorch blocks
+
+    def __call__(self, *inputs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return self.module(*inputs)
+
+
+class Probe:
+    """The installed Torch-TensorRT, seen through what defect reproducers need."""
+
+    def __init__(self) -> None:
+        import torch
+        import torch_tensorrt
+
+        from ._detect import release_of
+
+        self.torch = torch
+        self.torch_tensorrt = torch_tensorrt
+        self.release: Tuple[int, ...] = release_of(getattr(torch_tensorrt, "__version__", None)) or (0, 0, 0)
+        self.on_gpu = bool(torch.cuda.is_available()) and not getattr(_tensorrt_module(), "IS_TRT_COMPAT_HARNESS_STANDIN",
+                                                                         False)
+
+    # -- the torch.compile backend ----------------------------------------------------------------------------
+    @property
+    def has_dryrun(self) -> bool:
+        from torch_tensorrt.dynamo import CompilationSettings
+
+        return "dryrun" in getattr(CompilationSettings, "__dataclass_fields__", {})
+
+    def compile(self, model: Any, *inputs: Any, **options: Any) -> Compiled:
+        """``torch.compile(model, backend="torch_tensorrt")`` called once on ``inputs``; raises what the backend
+        raised (never falls back to eager silently: ``pass_through_build_failures``)."""
+        torch = self.torch
+        from torch_tensorrt.dynamo.backend import backends
+
+        if not self.on_gpu and not self.has_dryrun:
+            raise NotApplicable(f"torch-tensorrt {_text(self.release)} has no dryrun option and there is no GPU")
+        settings = {"min_block_size": 1, "pass_through_build_failures": True, **options}
+        if self.on_gpu:
+            model, inputs = model.cuda(), tuple(_to_cuda(x) for x in inputs)
+        else:
+            settings["dryrun"] = True
+        produced: List[Any] = []
+        torch._dynamo.reset()
+        with _spy(backends, "compile_module", produced), self._block_inputs_on_cpu():
+            compiled = torch.compile(model, backend="torch_tensorrt", options=settings)
+            try:
+                with torch.no_grad():
+                    output = compiled(*inputs)
+            except torch._dynamo.exc.BackendCompilerFailed as exc:
+                raise exc.inner_exception from None
+        if not produced:
+            raise RuntimeError("torch_tensorrt's compile_module never ran (the backend fell back to eager)")
+        partitioned = produced[-1]
+        return Compiled(output, compiled, partitioned, [name for name, _ in self.accelerated_blocks(partitioned)],
+                        _torch_ops(partitioned))
+
+    @contextlib.contextmanager
+    def _block_inputs_on_cpu(self) -> Iterator[None]:
+        if self.on_gpu:
+            yield
+            return
+        compiler = importlib.import_module("torch_tensorrt.dynamo._compiler")
+        original = getattr(compiler, "get_torch_inputs", None)
+        if original is None:
+            yield
+            return
+
+        def on_cpu(inputs: Any, device: Any, *args: Any, **kwargs: Any) -> Any:
+            return original(inputs, "cpu", *args, **kwargs)
+
+        compiler.get_torch_inputs = on_cpu
+        try:
+            yield
+        finally:
+            compiler.get_torch_inputs = original
+
+    def same(self, actual: Any, expected: Any) -> Optional[str]:
+        """None when ``actual`` equals ``expected`` (bit for bit in dryrun, NaN equal to NaN; within 1e-2 on a GPU),
+        else what differs."""
+        torch = self.torch
+        got, want = _leaves(actual), _leaves(expected)
+        if len(got) != len(want):
+            return f"{len(got)} outputs instead of {len(want)}"
+        for index, (a, b) in enumerate(zip(got, want)):
+            if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+                if a != b:
+                    return f"output {index} is {a!r} instead of {b!r}"
+                continue
+            a = a.detach().cpu()
+            if a.shape != b.shape or a.dtype != b.dtype:
+                return f"output {index} is {_tensor(a)} instead of {_tensor(b)}"
+            if self.on_gpu and a.is_floating_point():
+                if torch.allclose(a, b, rtol=1e-2, atol=1e-2, equal_nan=True):
+                    continue
+            elif torch.equal(a, b) or (a.is_floating_point() and bool(((a == b) | (a.isnan() & b.isnan())).all())):
+                continue
+            difference = (a.double() - b.double()).abs().nan_to_num(nan=float("inf")).max().item()
+            return f"output {index} differs from eager by up to {difference:g}"
+        return None
+
+    # -- the export path, lowering and partitioning --------------------------------------------------------------
+    def export_and_lower(self, model: Any, *inputs: Any) -> Any:
+        """The graph ``torch_tensorrt.dynamo.compile`` partitions: exported, decomposed, lowered."""
+        from torch_tensorrt.dynamo import lowering
+
+        program = self.torch.export.export(model, tuple(inputs))
+        gm = program.run_decompositions(lowering.get_decompositions(False)).module()
+        post_lowering = getattr(lowering, "post_lowering", None) or lowering.apply_lowering_passes  # 2.2.0's name
+        parameters = list(inspect.signature(post_lowering).parameters)
+        if len(parameters) == 1:
+            return post_lowering(gm)
+        if parameters[1] == "settings":
+            from torch_tensorrt.dynamo import CompilationSettings
+
+            return post_lowering(gm, CompilationSettings())
+        return post_lowering(gm, list(inputs))
+
+    def partition(self, gm: Any, torch_executed_ops: Sequence[str] = (), min_block_size: int = 1) -> Any:
+        """The fast partitioner's module (2.3+ also return the supported-ops record, 2.2 only the module)."""
+        from torch_tensorrt.dynamo import partitioning
+
+        result = partitioning.fast_partition(gm, min_block_size=min_block_size,
+                                             torch_executed_ops=set(torch_executed_ops))
+        return result[0] if isinstance(result, tuple) else result
+
+    @staticmethod
+    def accelerated_blocks(partitioned: Any) -> List[Tuple[str, Any]]:
+        return [(name, module) for name, module in partitioned.named_children() if "_run_on_acc" in name]
+
+    def block_inputs(self, partitioned: Any, block: Any, *inputs: Any) -> List[Tuple[tuple, Any]]:
+        """(shape, dtype) of each Input the release builds for an accelerated block, the way its compiler does."""
+        from torch_tensorrt.dynamo import partitioning
+
+        if hasattr(partitioning, "construct_submodule_inputs"):
+            return [(tuple(i.shape), i.dtype.to(self.torch.dtype))
+                    for i in partitioning.construct_submodule_inputs(block)]
+        # 2.2.0 runs the parent module on sample inputs with a hook on the block.
+        built = partitioning.get_submod_inputs(partitioned, block, self.torch_tensorrt.Input.from_tensors(list(inputs)),
+                                               "cpu")
+        return [(tuple(i.shape), i.torch_dtype) for i in built]
+
+    def flowing_inputs(self, partitioned: Any, *inputs: Any) -> Dict[str, List[Tuple[tuple, Any]]]:
+        """(shape, dtype) of the tensors that really flow into each accelerated block when the module runs."""
+        torch = self.torch
+        seen: Dict[str, List[Tuple[tuple, Any]]] = {}
+        handles = []
+        for name, block in self.accelerated_blocks(partitioned):
+            def record(_module: Any, args: Any, name: str = name) -> None:
+                seen[name] = [(tuple(a.shape), a.dtype) for a in args if isinstance(a, torch.Tensor)]
+
+            handles.append(block.register_forward_pre_hook(record))
+        try:
+            with torch.no_grad():
+                partitioned(*inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return seen
+
+    def block_input_problem(self, partitioned: Any, *inputs: Any) -> Optional[str]:
+        """None when every accelerated block's Inputs describe the tensors that flow into it, else what is wrong
+        (including the error upstream raised while building them)."""
+        try:
+            built = {name: self.block_inputs(partitioned, block, *inputs)
+                     for name, block in self.accelerated_blocks(partitioned)}
+        except Exception as exc:
+            return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+        flowing = self.flowing_inputs(partitioned, *inputs)
+        for name, described in built.items():
+            if described != flowing.get(name, []):
+                return f"{name}: Inputs {described}, but {flowing.get(name, [])} flow into it"
+        return None
+
+
+def _tensorrt_module() -> Any:
+    import sys
+
+    module = sys.modules.get("tensorrt")
+    return getattr(module, "_target_module", module)  # 2.12+ put a proxy in front of the module
+
+
+def _text(release: Tuple[int, ...]) -> str:
+    return ".".join(map(str, release))
+
+
+def _to_cuda(value: Any) -> Any:
+    return value.cuda() if hasattr(value, "cuda") else value
+
+
+def _leaves(value: Any) -> List[Any]:
+    from torch.utils._pytree import tree_leaves
+
+    return tree_leaves(value)
+
+
+def _tensor(t: Any) -> str:
+    from .describe import value
+
+    return value(t)
+
+
+@contextlib.contextmanager
+def _spy(owner: Any, name: str, produced: List[Any]) -> Iterator[None]:
+    original = getattr(owner, name)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        produced.append(original(*args, **kwargs))
+        return produced[-1]
+
+    setattr(owner, name, spy)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+
+
+def _torch_ops(partitioned: Any) -> List[str]:
+    """The ops of the blocks left to run in PyTorch (and of the top-level graph), sorted."""
+    from .describe import op_name
+
+    ops = []
+    for name, module in partitioned.named_children():
+        graph = getattr(module, "graph", None)
+        if "_run_on_acc" in name or graph is None:
+            continue
+        ops += [op_name(node) for node in graph.nodes if node.op in ("call_function", "call_method")]
+    return sorted(ops)
+
+
+def has_module(name: str) -> bool:
+    """Whether ``name`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
