@@ -38,7 +38,7 @@ from torch.fx.passes.shape_prop import TensorMetadata, _extract_tensor_metadata
 from torch.utils._pytree import tree_leaves, tree_map
 
 from trt_compat._fake import running_on_fake
-from trt_compat.describe import op_name
+from trt_compat.describe import op_key, op_name
 from trt_compat.patching import Defect, Patch, PatchContext, TargetChanged
 from trt_compat.probing import Probe
 
@@ -63,15 +63,8 @@ _REMEDY_ALREADY_IN_TORCH = (
 
 
 def _remedy(op: str, torch_executed: FrozenSet[str] = frozenset()) -> str:
-    template = _REMEDY_ALREADY_IN_TORCH if _op_key(op) in torch_executed else _REMEDY
+    template = _REMEDY_ALREADY_IN_TORCH if op_key(op) in torch_executed else _REMEDY
     return template.format(op=op)
-
-
-def _op_key(op: Any) -> str:
-    """One spelling for an op however it is given: ``torch.ops.aten.x.default``, ``aten.x.default``, an
-    OpOverload."""
-    text = str(op)
-    return text[len("torch.ops."):] if text.startswith("torch.ops.") else text
 
 
 class PartitionInputError(ValueError):
@@ -106,7 +99,7 @@ def remember_partition(parent: GraphModule, torch_executed_ops: Iterable[Any] = 
     feeds each input, which lives in the parent; the ops the user keeps in PyTorch shape the
     remedy an error suggests.
     """
-    torch_executed = frozenset(_op_key(op) for op in torch_executed_ops or ())
+    torch_executed = frozenset(op_key(op) for op in torch_executed_ops or ())
     parent_ref = weakref.ref(parent)
     calls: Dict[torch.nn.Module, List[weakref.ref]] = {}
     for node in parent.graph.nodes:

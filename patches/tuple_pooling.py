@@ -42,7 +42,7 @@ import copy
 import logging
 import math
 import operator
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.fx
@@ -50,6 +50,7 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _disable_current_modes
 
 from trt_compat._fake import running_on_fake
+from trt_compat.describe import op_key
 from trt_compat.patching import Defect, Option, Patch, PatchContext, lowering_pass, post_lowering_passes
 from trt_compat.probing import Probe
 
@@ -483,11 +484,11 @@ def _emit_indices(
     return emit(aten.where.self, emit(aten.ge.Scalar, last_nan, 0), last_nan, first)
 
 
-def _static_spatial_val(x: torch.fx.Node, spatial_dims: int) -> Optional[FakeTensor]:
-    """``x``'s fake val when it has the pooling rank and static spatial sizes, else None."""
+def _static_spatial_val(x: torch.fx.Node, spatial_dims: int) -> Optional[torch.Tensor]:
+    """``x``'s val when it has the pooling rank and static spatial sizes, else None."""
     val = x.meta.get("val")
     if (
-        isinstance(val, FakeTensor)
+        isinstance(val, torch.Tensor)
         and val.dim() in (spatial_dims + 1, spatial_dims + 2)
         and all(type(size) is int and size >= 1 for size in val.shape[-spatial_dims:])
     ):
@@ -508,17 +509,42 @@ class _Rewrite(NamedTuple):
     windows: Callable[[], Optional[_Windows]]
 
 
+# The TensorRT-convertible indices gather every pooling window. A pool whose windows overlap a lot (a large kernel
+# with stride 1) would gather far more than its input, and its constant index tables would weigh a lot: above
+# these budgets its indices come from trt_compat::max_pool_indices in a PyTorch block instead (logged).
+MAX_GATHER_RATIO = 16  # gathered window elements per input element: a 4x4 window at stride 1
+MAX_TABLE_BYTES = 64 * 2**20  # the two int64 index tables of one pool geometry
+
+
+def _within_budget(name: str, in_sizes: Sequence[int], entries: int) -> bool:
+    ratio = entries / math.prod(in_sizes)
+    table_bytes = 2 * 8 * entries
+    if ratio <= MAX_GATHER_RATIO and table_bytes <= MAX_TABLE_BYTES:
+        return True
+    logger.info("%s: indices stay in PyTorch: its windows would gather %.1fx its input (budget %d) with %.1f MiB of "
+                "index tables (budget %d MiB)", name, ratio, MAX_GATHER_RATIO, table_bytes / 2**20,
+                MAX_TABLE_BYTES // 2**20)
+    return False
+
+
 def _windows_of(
-    x: torch.fx.Node, spatial_dims: int, build: Callable[[Sequence[int]], Optional[torch.Tensor]]
+    x: torch.fx.Node,
+    spatial_dims: int,
+    build: Callable[[Sequence[int]], Optional[torch.Tensor]],
+    entries: Callable[[Sequence[int]], int],
+    name: str,
 ) -> Callable[[], Optional[_Windows]]:
     def windows() -> Optional[_Windows]:
         val = _static_spatial_val(x, spatial_dims)
         # -inf masking and NaN checks are meaningful for floating inputs only.
-        if val is None or not val.dtype.is_floating_point:
+        if not isinstance(val, FakeTensor) or not val.dtype.is_floating_point:
+            return None
+        in_sizes = list(val.shape[-spatial_dims:])
+        if not _within_budget(name, in_sizes, entries(in_sizes)):
             return None
         # The table is real data, but torch.compile runs lowering passes under its fake mode.
         with _disable_current_modes():
-            table = build(list(val.shape[-spatial_dims:]))
+            table = build(in_sizes)
         return None if table is None else _Windows(x, val, table)
 
     return windows
@@ -547,11 +573,17 @@ def _plan_max_pool(node: torch.fx.Node, values_val: Optional[torch.Tensor]) -> O
     def build(in_sizes: Sequence[int]) -> Optional[torch.Tensor]:
         return max_pool_windows(in_sizes, *per_dim, bound["ceil_mode"])
 
+    def entries(in_sizes: Sequence[int]) -> int:
+        kernel, stride, padding, dilation = per_dim
+        outputs = [pooling_output_size(*geometry, bound["ceil_mode"])
+                   for geometry in zip(in_sizes, kernel, stride, padding, dilation)]
+        return max(0, math.prod(outputs)) * math.prod(kernel)
+
     return _Rewrite(
         emit_values,
         MAX_POOL_INDICES,
         (bound["self"], *per_dim, bound["ceil_mode"]),
-        _windows_of(bound["self"], spatial_dims, build),
+        _windows_of(bound["self"], spatial_dims, build, entries, node.name),
     )
 
 
@@ -566,12 +598,8 @@ def _plan_adaptive_max_pool(node: torch.fx.Node, values_used: bool) -> Optional[
     emit_values = None
     if values_used:
         # The bins depend on the input's spatial sizes, which only its meta['val'] can tell.
-        val = x.meta.get("val")
-        if not (
-            isinstance(val, torch.Tensor)
-            and val.dim() in (spatial_dims + 1, spatial_dims + 2)
-            and all(type(size) is int and size >= 1 for size in val.shape[-spatial_dims:])
-        ):
+        val = _static_spatial_val(x, spatial_dims)
+        if val is None:
             logger.debug("leaving %s alone: its input has no static spatial sizes in meta['val']", node.name)
             return None
 
@@ -583,7 +611,13 @@ def _plan_adaptive_max_pool(node: torch.fx.Node, values_used: bool) -> Optional[
     def build(in_sizes: Sequence[int]) -> Optional[torch.Tensor]:
         return adaptive_max_pool_windows(in_sizes, output_size)
 
-    return _Rewrite(emit_values, ADAPTIVE_MAX_POOL_INDICES, (x, output_size), _windows_of(x, spatial_dims, build))
+    def entries(in_sizes: Sequence[int]) -> int:
+        longest = [max(end - start for start, end in adaptive_pool_bins(size, out))
+                   for size, out in zip(in_sizes, output_size)]
+        return math.prod(output_size) * math.prod(longest)
+
+    return _Rewrite(emit_values, ADAPTIVE_MAX_POOL_INDICES, (x, output_size),
+                    _windows_of(x, spatial_dims, build, entries, node.name))
 
 
 def _tuple_val(node: torch.fx.Node) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
@@ -688,13 +722,17 @@ def _decompose_max_unpool_node(graph: torch.fx.Graph, node: torch.fx.Node) -> bo
     return True
 
 
-def decompose_tuple_pooling(gm: torch.fx.GraphModule, pool_indices: Optional[str] = None) -> torch.fx.GraphModule:
+def decompose_tuple_pooling(
+    gm: torch.fx.GraphModule, pool_indices: Optional[str] = None, keep_in_torch: FrozenSet[str] = frozenset()
+) -> torch.fx.GraphModule:
     """Rewrite every tuple-returning max pooling node of ``gm`` into single-output nodes, in place.
 
     ``pool_indices`` is ``"tensorrt"`` (indices and ``max_unpoolNd`` in ops Torch-TensorRT converts) or
     ``"torch"`` (indices from the ``trt_compat::`` ops, unpooling untouched); None reads the current
     setting (``trt_compat.set_pool_indices``, else ``TRT_COMPAT_POOL_INDICES``), so it may change after
-    import. Nodes with a user other than ``getitem(node, 0|1)`` are left alone (logged at debug level),
+    import. Nodes whose op is in ``keep_in_torch`` (the compile's torch_executed_ops, as
+    ``aten.max_pool2d_with_indices.default``) are left exactly as they are, so they run in PyTorch as the user asked.
+    Nodes with a user other than ``getitem(node, 0|1)`` are left alone (logged at debug level),
     as are adaptive pools whose values are used but whose input spatial sizes are not static. ``gm`` is
     recompiled only if something changed.
     """
@@ -703,6 +741,8 @@ def decompose_tuple_pooling(gm: torch.fx.GraphModule, pool_indices: Optional[str
     changed = False
     tables: Dict[Any, Any] = {}
     for node in list(gm.graph.nodes):
+        if node.op == "call_function" and op_key(node.target) in keep_in_torch:
+            continue  # the user asked for this op to run in PyTorch (torch_executed_ops): it stays as it is
         if is_tuple_pooling_node(node):
             changed = _split_pooling_node(gm, node, in_tensorrt, tables) or changed
         elif in_tensorrt and is_max_unpool_node(node):

@@ -127,10 +127,27 @@ def _on_torch_tensorrt_imported(module):
     _engine.on_torch_tensorrt_imported(module)
 
 
+def _on_torch_serializer_imported(_module):
+    # A program saved after trt_compat rewrote its graph may call trt_compat's own ops (trt_compat::max_pool_indices);
+    # torch.export.load needs them defined, with or without torch_tensorrt. Importing the patch modules defines them
+    # (they import torch, never torch_tensorrt). torch imports its serializer only when a program is saved or loaded.
+    try:
+        from . import _discovery
+
+        if not _discovery.in_progress():
+            _discovery.discover()
+    except Exception:
+        import logging
+
+        logging.getLogger("trt_compat").warning("trt_compat: cannot define its ops for torch.export.load",
+                                                exc_info=True)
+
+
 def _activate():
     from ._import_hook import when_imported
 
     when_imported("torch_tensorrt", _on_torch_tensorrt_imported)
+    when_imported("torch._export.serde.serialize", _on_torch_serializer_imported)
 
 
 _find_patches_in_checkout()

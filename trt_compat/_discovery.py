@@ -14,8 +14,10 @@ from types import ModuleType
 from typing import Any, List, Optional
 
 # importlib.reload() re-runs this file in the same namespace: keep what was found (the modules stay imported).
-_lock = globals().get("_lock") or threading.Lock()
+_lock = globals().get("_lock") or threading.RLock()
 _found: Optional[List["Found"]] = globals().get("_found")
+# Set while this thread imports the patch modules: an import they trigger may ask for discovery again.
+_discovering = globals().get("_discovering") or threading.local()
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,17 @@ def discover() -> List[Found]:
     global _found
     with _lock:
         if _found is None:
-            _found = _discover()
+            _discovering.active = True
+            try:
+                _found = _discover()
+            finally:
+                _discovering.active = False
         return list(_found)
+
+
+def in_progress() -> bool:
+    """Whether this thread is importing the patch modules right now."""
+    return getattr(_discovering, "active", False)
 
 
 def _discover() -> List[Found]:

@@ -67,7 +67,7 @@ def _run_hooks(name, module):
 
 
 def when_imported(name, hook):
-    """Call ``hook(module)`` right after top-level module ``name`` is imported, or now if it already is.
+    """Call ``hook(module)`` right after module ``name`` is imported, or now if it already is.
 
     A hook registered again (the same function, or its new version after ``importlib.reload`` of its module) takes
     the place of the earlier registration instead of running twice. ``sys.modules[name] = None`` (an import blocked

@@ -23,6 +23,13 @@ def op_name(node: Any) -> str:
     return "a graph input"
 
 
+def op_key(op: Any) -> str:
+    """One spelling for an op however it is given (``torch.ops.aten.x.default``, ``aten.x.default``, an OpOverload):
+    ``aten.x.default``, the way torch_executed_ops entries and op names compare."""
+    text = str(op)
+    return text[len("torch.ops."):] if text.startswith("torch.ops.") else text
+
+
 MISSING = object()
 """Stands for a value that is not there at all (a node without ``meta['val']``)."""
 

@@ -19,14 +19,16 @@ import importlib
 import logging
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
 from ._errors import NotApplicable, PatchError, TargetChanged
 
-__all__ = ["Patch", "Defect", "Option", "PatchContext", "Changes", "TargetChanged", "NotApplicable", "PatchError",
-           "PatchDefinitionError", "lowering_pass", "post_lowering_passes"]
+__all__ = ["Patch", "Defect", "Option", "PatchContext", "Changes", "Change", "TargetChanged", "NotApplicable",
+           "PatchError", "PatchDefinitionError", "lowering_pass", "post_lowering_passes", "pass_list",
+           "torch_executed_ops"]
 
 logger = logging.getLogger("trt_compat")
 
@@ -185,10 +187,21 @@ class Patch:
 # -- recorded changes ---------------------------------------------------------------------------------------------
 
 
+class Change(NamedTuple):
+    """One change a patch made, as its undo log records it (see :attr:`Changes.records`)."""
+
+    kind: str  # "attribute" (owner.name replaced) or "pass" (a lowering pass replaced or inserted)
+    owner: Any  # the module or object (attribute), or the pass manager (pass)
+    name: str  # the attribute's name, or the installed pass's name
+    original: Any  # what was there before (None for an inserted pass)
+    installed: Any  # what trt_compat put there
+
+
 class _Undo:
     """One recorded change; ``undo()`` returns a note when it could not restore the original exactly."""
 
     description = ""
+    change: Change
 
     def undo(self) -> Optional[str]:
         raise NotImplementedError
@@ -198,6 +211,7 @@ class _AttributeUndo(_Undo):
     def __init__(self, owner: Any, name: str, original: Any, installed: Any, disable: Callable[[], None]):
         self.owner, self.name, self.original, self.installed, self.disable = owner, name, original, installed, disable
         self.description = f"wrapped {_qualname(owner)}.{name}"
+        self.change = Change("attribute", owner, name, original, installed)
 
     def undo(self) -> Optional[str]:
         # Something wrapped our replacement after we installed it: removing ours would strip theirs too,
@@ -214,6 +228,7 @@ class _PassListUndo(_Undo):
         self.manager, self.installed, self.original = manager, installed, original
         verb = "inserted" if original is None else f"replaced {_pass_name(original)} by"
         self.description = f"{verb} lowering pass {_pass_name(installed)}"
+        self.change = Change("pass", manager, _pass_name(installed), original, installed)
 
     def undo(self) -> Optional[str]:
         # The manager may have rebuilt its list (e.g. a debug pass was inserted), so look again by identity.
@@ -270,8 +285,13 @@ class Changes:
 
     @property
     def changes(self) -> List[str]:
-        """What is in place now, oldest first (e.g. "wrapped partitioning.construct_submodule_inputs")."""
+        """What is in place now, in words, oldest first (e.g. "wrapped torch_tensorrt.dynamo.partitioning.x")."""
         return [entry.description for entry in self._undo]
+
+    @property
+    def records(self) -> List[Change]:
+        """What is in place now, oldest first: each change with its target, the original and the replacement."""
+        return [entry.change for entry in self._undo]
 
     def wrap_function(self, owner: Any, name: str, wrapper: Callable) -> Callable:
         """Replace the function ``owner.name`` by one calling ``wrapper(wrapped, None, args, kwargs)``.
@@ -293,6 +313,7 @@ class Changes:
             return wrapper(original, None, args, kwargs)
 
         patched.__wrapped__ = original
+        patched.__trt_compat_patch__ = getattr(getattr(self, "patch", None), "name", "trt_compat")
         setattr(owner, name, patched)
         self.originals[f"{_qualname(owner)}.{name}"] = original
         self._undo.append(_AttributeUndo(owner, name, original, patched, self._deactivate))
@@ -357,20 +378,64 @@ class PatchContext(Changes):
         return None
 
 
-def lowering_pass(graph_pass: Callable[[Any], Any]) -> Callable:
+def lowering_pass(graph_pass: Callable[..., Any]) -> Callable:
     """Adapt ``graph_pass(gm) -> gm`` to the pass calling convention of any Torch-TensorRT release.
 
     The pass manager calls ``pass(gm, sample_inputs)`` on 2.2-2.4, ``pass(gm)`` on 2.5 and ``pass(gm, settings)``
-    from 2.6 on; our passes need none of those, so the extra arguments are accepted and ignored.
+    from 2.6 on; our passes need none of those, so the extra arguments are not passed on. A graph pass with a
+    ``keep_in_torch`` parameter receives the ops the compile keeps in PyTorch (:func:`torch_executed_ops`), on
+    every release.
     """
+    import inspect
 
-    def run(gm: Any, *_release_specific: Any) -> Any:
+    wants_ops = "keep_in_torch" in inspect.signature(graph_pass).parameters
+
+    def run(gm: Any, *release_specific: Any) -> Any:
+        if wants_ops:
+            return graph_pass(gm, keep_in_torch=torch_executed_ops(release_specific))
         return graph_pass(gm)
 
     run.__name__ = run.__qualname__ = graph_pass.__name__
     run.__doc__ = graph_pass.__doc__
     run.__module__ = graph_pass.__module__
     return run
+
+
+def torch_executed_ops(pass_args: Tuple[Any, ...] = ()) -> FrozenSet[str]:
+    """The ops the user asked the running compile to keep in PyTorch (``torch_executed_ops``), for a lowering pass
+    to leave alone; each spelled as ``aten.max_pool2d.default`` (see :func:`trt_compat.describe.op_key`).
+
+    From 2.6 the pass manager hands the pass its CompilationSettings (pass ``pass_args`` through). Older releases
+    hand it nothing of the kind, so the compile's own frames are asked: the ``torch.compile`` backend holds
+    ``settings`` and ``dynamo.compile`` its ``torch_executed_ops`` argument while post-lowering runs. Outside a
+    compile (a test calling the lowering directly) the answer is empty.
+    """
+    from .describe import op_key
+
+    for arg in pass_args:
+        if _is_compilation_settings(arg):
+            return frozenset(op_key(op) for op in arg.torch_executed_ops or ())
+    frame = sys._getframe(1)
+    for _ in range(_FRAMES_TO_SEARCH):
+        frame = frame.f_back
+        if frame is None:
+            break
+        if not frame.f_globals.get("__name__", "").startswith("torch_tensorrt"):
+            continue
+        local = frame.f_locals
+        if _is_compilation_settings(local.get("settings")):
+            return frozenset(op_key(op) for op in local["settings"].torch_executed_ops or ())
+        if isinstance(local.get("torch_executed_ops"), (set, frozenset, list, tuple)):
+            return frozenset(op_key(op) for op in local["torch_executed_ops"])
+    return frozenset()
+
+
+# post_lowering -> the pass manager -> the adapter -> the pass: the compile's frame is a few levels up.
+_FRAMES_TO_SEARCH = 12
+
+
+def _is_compilation_settings(value: Any) -> bool:
+    return type(value).__name__ == "CompilationSettings" and hasattr(value, "torch_executed_ops")
 
 
 def post_lowering_passes(ctx: Optional[PatchContext] = None) -> Any:

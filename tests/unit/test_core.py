@@ -11,15 +11,9 @@ import types
 import pytest
 import torch
 
+from tests.helpers.processes import run_python
 from trt_compat import _config, _detect, _discovery, _engine
 from trt_compat.patching import Patch, PatchContext, TargetChanged, lowering_pass
-
-
-def run_python(code: str, **env) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
-                          env={**os.environ, **env}, timeout=120)
 
 
 def test_import_leaves_torch_and_torch_tensorrt_unimported():

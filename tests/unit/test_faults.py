@@ -11,6 +11,7 @@ import types
 import pytest
 from torch.fx.passes.pass_manager import PassManager
 
+from tests.helpers.processes import output_of
 from trt_compat import _discovery, _engine
 from trt_compat.patching import Patch, PatchContext, TargetChanged, lowering_pass
 
@@ -126,17 +127,11 @@ def test_undo_from_many_threads_at_once():
     assert errors == [] and all(owner.fn is original_function for owner in owners)
 
 
-def run_python(code):
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
-
-
 def test_reloaded_import_hook_keeps_its_hooks(tmp_path):
     """A reload of the hook module once dropped every registered hook: torch_tensorrt imported later was silently
     left unpatched."""
     (tmp_path / "hooked_target.py").write_text("VALUE = 7\n")
-    out = run_python(f"""
+    out = output_of(f"""
         import importlib, sys
         sys.path.insert(0, {str(tmp_path)!r})
         from trt_compat import _import_hook
@@ -152,7 +147,7 @@ def test_reloaded_import_hook_keeps_its_hooks(tmp_path):
 
 def test_reloaded_engine_still_reverts_what_it_applied():
     """A reload of the engine once forgot the applied patches: revert() left the replacements in place."""
-    out = run_python("""
+    out = output_of("""
         import importlib, types
         from trt_compat import _engine
         from trt_compat.patching import Patch, PatchContext
@@ -173,7 +168,7 @@ def test_reloaded_engine_still_reverts_what_it_applied():
 
 
 def test_reloaded_package_stays_light_and_working():
-    out = run_python("""
+    out = output_of("""
         import importlib, sys, trt_compat
         for name in ("trt_compat._import_hook", "trt_compat._config", "trt_compat.audit", "trt_compat"):
             importlib.reload(sys.modules.get(name) or importlib.import_module(name))

@@ -263,6 +263,18 @@ def adaptive_cases(draw):
     return ADAPTIVE_MAX_POOL[spatial_dims], (output_size,), layouts(draw, x)
 
 
+def gathered_ratio(op, args, in_sizes):
+    """Window elements the indices decomposition gathers per input element."""
+    if op in MAX_POOL_WITH_INDICES.values():
+        kernel = args[0]
+        windows = math.prod(tp.pooling_output_size(size, *geometry, args[4])
+                            for size, geometry in zip(in_sizes, zip(*args[:4])))
+        return windows * math.prod(kernel) / math.prod(in_sizes)
+    longest = [max(end - start for start, end in tp.adaptive_pool_bins(size, out))
+               for size, out in zip(in_sizes, args[0])]
+    return math.prod(args[0]) * math.prod(longest) / math.prod(in_sizes)
+
+
 def check_against_aten(op, args, x):
     try:
         expected = op(x, *args)
@@ -278,8 +290,10 @@ def check_against_aten(op, args, x):
     gm = pool_graph(op, args, x)
     tp.decompose_tuple_pooling(gm, "tensorrt")
     if any(node.target in (tp.MAX_POOL_INDICES, tp.ADAPTIVE_MAX_POOL_INDICES) for node in call_nodes(gm)):
-        # Only a window with no input element at all keeps the indices op (see the test above).
-        assert (expected[1] >= math.prod(x.shape[x.dim() - len(args[0]):])).any()
+        # Only a window with no input element at all (see the test above), or windows over the gather budget,
+        # keep the indices op.
+        in_sizes = list(x.shape[x.dim() - len(args[0]):])
+        assert (expected[1] >= math.prod(in_sizes)).any() or gathered_ratio(op, args, in_sizes) > tp.MAX_GATHER_RATIO
     else:
         assert {node.target for node in call_nodes(gm)} <= CONVERTIBLE
     values, indices = gm(x)
