@@ -1,16 +1,17 @@
 """Integration tests against the real Torch-TensorRT wheel installed in the running interpreter.
 
-Run with a venv built by tests/harness/make_env.py, e.g.
+Run with a venv built by `python -m tests.harness.make_env`, e.g.
     .venvs/tt-2.4.0/bin/python -m pytest tests/integration -q
 
 Order matters here, so this file does it at import, before pytest imports any test module:
 1. tests/harness/activate.prepare(): the stand-in `tensorrt` module goes on sys.path with the version the
    installed wheel pins, and the three torch.cuda queries torch_tensorrt needs without a GPU are replaced;
-2. torch_tensorrt is imported -- the real, unpatched upstream package.
-
-trt_compat is deliberately NOT imported here: `import trt_compat` applies its patches as soon as
-torch_tensorrt is imported, and the "without trt_compat" tests must see pristine upstream code. Tests
-that want the fixes take the `shim` fixture, which applies them and reverts them afterwards.
+2. torch_tensorrt is imported -- the real, unpatched upstream package;
+3. trt_compat is imported, which patches it at once, and reverted at once: the test modules import trt_compat
+   (its patch modules hold the defects' reproducers), and the "without trt_compat" tests must see pristine
+   upstream code. Revert restores the very same objects (tests/integration/test_patch_contract.py checks it).
+   Tests that want the fixes take the `shim` fixture, which applies them and reverts them afterwards; the
+   `upstream` fixture makes sure nothing is applied.
 
 Without torch-tensorrt installed (e.g. the CPU unit-test venv) nothing is prepared and each test
 module skips itself with the reason from activate.unavailable_reason(): a skip raised in a conftest
@@ -28,6 +29,9 @@ HARNESS_INFO = None
 if UNAVAILABLE is None:
     HARNESS_INFO = activate.prepare()
     import torch_tensorrt  # noqa: E402,F401  (real upstream, imported before any test module)
+    import trt_compat  # noqa: E402
+
+    trt_compat.revert()
 
     # torch keeps its structured-trace logger at DEBUG (it checks that level before building trace
     # payloads) and lets it propagate, so pytest's log capture would print thousands of empty
@@ -81,7 +85,10 @@ def stated_ranges():
 
 @pytest.fixture
 def upstream():
-    """Guard for "without trt_compat" tests: fail instead of testing a patched compiler by accident."""
+    """For "without trt_compat" tests: pristine upstream (a test module importing trt_compat patches the imported
+    torch_tensorrt at once, so whatever is applied is reverted first), and a failure if it cannot be."""
+    if "trt_compat" in sys.modules:
+        sys.modules["trt_compat"].revert()
     applied = _applied_patches()
     assert not applied, f"trt_compat patches still applied, upstream is not pristine: {applied}"
     yield
@@ -132,3 +139,17 @@ def dryrun_on_cpu(monkeypatch, release_row):
 
         monkeypatch.setattr(compiler, "get_torch_inputs", get_torch_inputs_on_cpu)
     yield
+
+
+@pytest.fixture
+def devices_on_cpu(monkeypatch, dryrun_on_cpu):
+    """The export path (torch_tensorrt.dynamo.compile) on 2.3/2.4 without a GPU: its compile moves the sample inputs
+    to `settings.device` and its constant folding calls `.cuda()` on folded constants, so both stay on the CPU
+    here (HARNESS-NOTES). Test-process only, and the same with and without trt_compat; yields the monkeypatch."""
+    import torch
+    import torch_tensorrt.dynamo._compiler as compiler
+
+    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *args, **kwargs: self)
+    if hasattr(compiler, "to_torch_device"):
+        monkeypatch.setattr(compiler, "to_torch_device", lambda *args, **kwargs: torch.device("cpu"))
+    yield monkeypatch

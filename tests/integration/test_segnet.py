@@ -193,3 +193,45 @@ def test_segnet_switch_from_the_environment(shim, observed, dryrun_on_cpu, fresh
     compiled = compile_or_known_failure(model, x, monkeypatch, expect)
     assert observed == [TORCH_MODE_UNSUPPORTED]
     check_blocks(compiled, TORCH_MODE_BLOCKS, model, x)
+
+
+POOLS_IN_TORCH = {"torch.ops.aten.max_pool2d_with_indices.default", "torch.ops.aten.max_unpool2d.default"}
+
+
+@pytest.mark.parametrize("side", ["without", "with"])
+def test_ops_the_user_keeps_in_pytorch_stay_there(side, request, fresh_dynamo, dryrun_on_cpu, expect):
+    """torch_executed_ops names the pooling ops: upstream runs them in PyTorch, and so must trt_compat (it once
+    decomposed them into the TensorRT block regardless), through the torch.compile backend on every release."""
+    from trt_compat.probing import Probe
+
+    request.getfixturevalue("shim" if side == "with" else "upstream")
+    if expect.dryrun_unusable:
+        pytest.skip(f"upstream dryrun fails on this release: {expect.dryrun_unusable}")
+    model, x = segnet_and_input()
+    compiled = Probe().compile(model, x, torch_executed_ops=POOLS_IN_TORCH)
+    in_torch = [op for op in compiled.torch_ops if op.startswith(("aten.max_pool2d", "aten.max_unpool2d"))]
+    assert sorted(in_torch) == ["aten.max_pool2d_with_indices.default"] * 3 + ["aten.max_unpool2d.default"] * 3
+    assert len(compiled.blocks) == UPSTREAM_BLOCKS  # as many engines as upstream makes of it
+    with torch.no_grad():
+        assert torch.equal(compiled.output, model(x))
+
+
+def test_ops_kept_in_pytorch_on_the_export_path(shim, release_row, devices_on_cpu):
+    """The same through torch_tensorrt.dynamo.compile, where 2.2-2.5 hand lowering passes no settings."""
+    import torch_tensorrt
+
+    if release_row.dryrun == "absent" or release_row.version_tuple >= (2, 6, 0):
+        pytest.skip("settings reach the passes directly from 2.6 (covered above); 2.2 has no dryrun")
+    model, x = segnet_and_input()
+    program = torch.export.export(model, (x,))
+    produced = []
+    original = partitioning.fast_partition
+
+    def record(gm, *args, **kwargs):
+        produced.append(gm)
+        return original(gm, *args, **kwargs)
+
+    devices_on_cpu.setattr(partitioning, "fast_partition", record)
+    torch_tensorrt.dynamo.compile(program, [x], dryrun=True, min_block_size=1, torch_executed_ops=POOLS_IN_TORCH)
+    targets = [str(n.target) for n in produced[0].graph.nodes if n.op == "call_function"]
+    assert targets.count("aten.max_pool2d_with_indices.default") == 3, targets
