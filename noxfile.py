@@ -16,6 +16,7 @@ tests/integration with that venv's python and writes compat/results/<release>.js
 
 CI does not run this: `bash tests/run.sh` (unit tests + 2.4.0 + 2.14.0) stays the fast suite.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ from pathlib import Path
 
 import nox
 
-REPO = Path(__file__).resolve().parent
 from tests.harness import releases  # stdlib only (nox puts this file's folder on sys.path)
+
+REPO = Path(__file__).resolve().parent
 
 RESULTS = REPO / "compat" / "results"
 VENVS = Path(os.environ.get("TRT_COMPAT_MATRIX_VENVS", REPO / ".venvs-matrix"))
@@ -37,7 +39,6 @@ FREE_DISK = os.environ.get("TRT_COMPAT_FREE_DISK", "0") == "1"
 SUITES = os.environ.get("TRT_COMPAT_MATRIX_SUITES", "unit integration").split()
 # The newest release first would fail fastest on a changed upstream, but the table reads in release order.
 RELEASES = [r.wheels[0] for r in sorted(releases.RELEASES.values(), key=lambda r: r.version_tuple)]
-
 
 
 def _disk_free_gib(path: Path) -> float:
@@ -61,8 +62,7 @@ def release(session: nox.Session, tt: str) -> None:
         # Both suites run even when the first fails: the integration run is what writes the results.
         for suite in SUITES:
             session.log(f"pytest tests/{suite} with {python}")
-            done = subprocess.run([python, "-m", "pytest", f"tests/{suite}", "-q"],
-                                  cwd=REPO, env=env)
+            done = subprocess.run([python, "-m", "pytest", f"tests/{suite}", "-q"], cwd=REPO, env=env)
             outcome[suite] = "passed" if done.returncode == 0 else f"failed (exit {done.returncode})"
     finally:
         _stamp(tt, venv, built, outcome)

@@ -4,6 +4,7 @@ The README links to other files of the repository by relative path; on a package
 so in the long description each such link becomes its text followed by the file's name (the files ship in the
 source distribution).
 """
+
 import re
 from pathlib import Path
 

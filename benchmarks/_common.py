@@ -1,4 +1,5 @@
 """Shared pieces of the benchmark scripts: timing, recompile counting, machine description, results files."""
+
 from __future__ import annotations
 
 import contextlib
@@ -55,10 +56,20 @@ def versions() -> dict:
 def write_results(name: str, data: dict) -> Path:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
-    data = dict(data, machine=dict(machine(), **data.get("machine", {})), versions=versions(),
-                command=" ".join([Path(sys.executable).relative_to(REPO).as_posix()
-                                  if sys.executable.startswith(str(REPO)) else sys.executable] + sys.argv),
-                finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    data = dict(
+        data,
+        machine=dict(machine(), **data.get("machine", {})),
+        versions=versions(),
+        command=" ".join(
+            [
+                Path(sys.executable).relative_to(REPO).as_posix()
+                if sys.executable.startswith(str(REPO))
+                else sys.executable
+            ]
+            + sys.argv
+        ),
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
     path.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {path.relative_to(REPO)}", flush=True)
     return path

@@ -17,6 +17,7 @@ trt_compat's own work inside each compile is timed apart by wrapping its graph f
 attributable: its passes (``replace_views_with_reshapes``, ``decompose_tuple_pooling``) and its partition-input
 repair (``remember_partition``, ``repair_submodule_inputs``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,11 +30,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
+from trt_compat.patches import tuple_partition_inputs, tuple_pooling, view_to_reshape_metadata  # noqa: E402
 
 # Imported before torch_tensorrt, as deployments do; the timers below must be in place before the post-import
 # hook applies the patches, because apply() binds these module-level functions into the pass list.
 import trt_compat  # noqa: E402
-from trt_compat.patches import tuple_partition_inputs, tuple_pooling, view_to_reshape_metadata  # noqa: E402
 
 OWN_WORK = {
     view_to_reshape_metadata: ("replace_views_with_reshapes",),
@@ -95,8 +96,9 @@ class ResNetStyle(nn.Module):
 
     def __init__(self, width=8, classes=10):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
-                                  nn.MaxPool2d(3, 2, 1))
+        self.stem = nn.Sequential(
+            nn.Conv2d(3, width, 7, 2, 3, bias=False), nn.BatchNorm2d(width), nn.ReLU(), nn.MaxPool2d(3, 2, 1)
+        )
         blocks, cin = [], width
         for i, cout in enumerate((width, 2 * width, 4 * width, 8 * width)):
             blocks += [BasicBlock(cin, cout, 1 if i == 0 else 2), BasicBlock(cout, cout, 1)]
@@ -168,9 +170,11 @@ def paired_overhead(with_runs, without_runs, resamples=2000):
     ratios = [(w - wo) / wo * 100 for w, wo in zip(with_runs, without_runs)]
     rng = random.Random(0)
     medians = sorted(_common.median([rng.choice(ratios) for _ in ratios]) for _ in range(resamples))
-    return {"median_pct": round(_common.median(ratios), 2),
-            "ci95_pct": [round(medians[int(0.025 * resamples)], 2), round(medians[int(0.975 * resamples) - 1], 2)],
-            "pairs_pct": [round(r, 2) for r in ratios]}
+    return {
+        "median_pct": round(_common.median(ratios), 2),
+        "ci95_pct": [round(medians[int(0.025 * resamples)], 2), round(medians[int(0.975 * resamples) - 1], 2)],
+        "pairs_pct": [round(r, 2) for r in ratios],
+    }
 
 
 def set_shim(on):
@@ -194,7 +198,7 @@ def bench_model(name, pairs):
         set_shim(on)
         compile_once(model, x)
     for i in range(pairs):
-        for on in ((True, False) if i % 2 == 0 else (False, True)):
+        for on in (True, False) if i % 2 == 0 else (False, True):
             patches = set_shim(on)
             applied = patches if on else applied
             seconds, cpu_seconds, spent, out = compile_once(model, x)
@@ -203,8 +207,11 @@ def bench_model(name, pairs):
             cpu[on].append(cpu_seconds)
             if on:
                 own.append(spent)
-            print(f"  {name} {'with   ' if on else 'without'} trt_compat: {seconds:.3f} s, CPU {cpu_seconds:.3f} s"
-                  + (f"  (own work {sum(spent.values()) * 1e3:.1f} ms)" if on else ""), flush=True)
+            print(
+                f"  {name} {'with   ' if on else 'without'} trt_compat: {seconds:.3f} s, CPU {cpu_seconds:.3f} s"
+                + (f"  (own work {sum(spent.values()) * 1e3:.1f} ms)" if on else ""),
+                flush=True,
+            )
     with_s, without_s = _common.median(runs[True]), _common.median(runs[False])
     with_cpu, without_cpu = _common.median(cpu[True]), _common.median(cpu[False])
     own_by_fn = {fn: _common.median([s.get(fn, 0.0) for s in own]) for fn in sorted({k for s in own for k in s})}
@@ -241,11 +248,14 @@ def main(argv=None):
         print(f"{name}:", flush=True)
         rows.append(bench_model(name, args.pairs))
         r = rows[-1]
-        print(f"  median with {r['with_s']:.3f} s, without {r['without_s']:.3f} s: {r['overhead_pct']:+.2f} % "
-              f"(CPU {r['with_cpu_s']:.3f} s vs {r['without_cpu_s']:.3f} s: {r['overhead_cpu_pct']:+.2f} %); "
-              f"trt_compat's own work {r['own_work_s'] * 1e3:.1f} ms ({r['own_work_pct_of_compile']:.2f} %); "
-              f"paired CPU overhead {r['paired_overhead_cpu']['median_pct']:+.2f} % "
-              f"(95 % CI {r['paired_overhead_cpu']['ci95_pct']})", flush=True)
+        print(
+            f"  median with {r['with_s']:.3f} s, without {r['without_s']:.3f} s: {r['overhead_pct']:+.2f} % "
+            f"(CPU {r['with_cpu_s']:.3f} s vs {r['without_cpu_s']:.3f} s: {r['overhead_cpu_pct']:+.2f} %); "
+            f"trt_compat's own work {r['own_work_s'] * 1e3:.1f} ms ({r['own_work_pct_of_compile']:.2f} %); "
+            f"paired CPU overhead {r['paired_overhead_cpu']['median_pct']:+.2f} % "
+            f"(95 % CI {r['paired_overhead_cpu']['ci95_pct']})",
+            flush=True,
+        )
     _common.write_results(f"compile-{HARNESS_INFO['wheel']}", {"release": HARNESS_INFO["wheel"], "models": rows})
 
 

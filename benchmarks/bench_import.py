@@ -12,6 +12,7 @@ Two measurements, each the median of ``--runs`` fresh interpreters, alternated s
 
 A separate run checks that the import leaves torch, torch_tensorrt and the other heavy modules unimported.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,9 @@ CHECK = (
 
 
 def importtime_us(python: str, env: dict) -> int:
-    out = subprocess.run([python, "-X", "importtime", "-c", "import trt_compat"], env=env, capture_output=True,
-                         text=True, check=True).stderr
+    out = subprocess.run(
+        [python, "-X", "importtime", "-c", "import trt_compat"], env=env, capture_output=True, text=True, check=True
+    ).stderr
     for line in out.splitlines():
         # "import time:   self [us] | cumulative | imported package"
         parts = [p.strip() for p in line.split("|")]
@@ -56,8 +58,7 @@ def wall_and_cpu_s(python: str, code: str, env: dict):
 def in_process_cpu_us(python: str, env: dict) -> float:
     """CPU time of the import statement alone, measured inside the interpreter (immune to waiting for a core)."""
     code = "import time; t = time.thread_time(); import trt_compat; print((time.thread_time() - t) * 1e6)"
-    return float(subprocess.run([python, "-c", code], env=env, capture_output=True, text=True,
-                                check=True).stdout)
+    return float(subprocess.run([python, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
 
 
 def main(argv=None):
@@ -68,8 +69,13 @@ def main(argv=None):
     env = dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)  # measure with cached bytecode, as an installed package has
 
-    probe = subprocess.run([args.python, "-c", "import importlib.util as u; print(u.find_spec('torch_tensorrt'))"],
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    probe = subprocess.run(
+        [args.python, "-c", "import importlib.util as u; print(u.find_spec('torch_tensorrt'))"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert probe == "None", f"torch_tensorrt is importable in {args.python}: measure without it"
     subprocess.run([args.python, "-c", CHECK], env=env, check=True)  # also warms the bytecode cache
 

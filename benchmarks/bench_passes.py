@@ -16,6 +16,7 @@ Three benchmarks (graphs from benchmarks/graphs.py):
   ``remember_partition`` on their parent -- what trt_compat's wrappers do inside ``fast_partition`` and
   ``construct_submodule_inputs``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,7 +31,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 import graphs  # noqa: E402
-
 
 # From this size on, a pooling or partition run takes tens of seconds on a shared 2-core machine: one run.
 _LONG_RUNS_FROM = 5_000
@@ -73,7 +73,6 @@ def _summary(prefix, runs):
 
 def bench_view(sizes, repeats, upstream_timeout, upstream_repeats):
     import torch
-
     from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
 
     aten = torch.ops.aten
@@ -120,13 +119,15 @@ def bench_view(sizes, repeats, upstream_timeout, upstream_repeats):
         elif upstream is not None:
             row.update(upstream_total_s=None, upstream_timeout_s=upstream_timeout, upstream_skipped=True)
         rows.append(row)
-        log(f"  view {n:>6}: ours {_common.fmt_ms(row['ours_total_s'])} ms "
+        log(
+            f"  view {n:>6}: ours {_common.fmt_ms(row['ours_total_s'])} ms "
             f"(graph work {_common.fmt_ms(row['ours_graph_work_s'])} ms wall, "
             f"{_common.fmt_ms(row['ours_graph_work_cpu_s'])} ms CPU; recompile "
             f"{_common.fmt_ms(row['ours_recompile_s'])} ms; total CPU {_common.fmt_ms(row['ours_total_cpu_s'])} ms); "
             f"upstream {_common.fmt_ms(row.get('upstream_total_s'))} ms "
             f"(CPU {_common.fmt_ms(row.get('upstream_total_cpu_s'))} ms)"
-            + (f" (over the {upstream_timeout:g} s cap)" if row.get("upstream_timeout_s") else ""))
+            + (f" (over the {upstream_timeout:g} s cap)" if row.get("upstream_timeout_s") else "")
+        )
     return rows
 
 
@@ -137,7 +138,6 @@ def bench_view_work(sizes, repeats):
     next to a recompile of seconds, whose cache churn and the machine's load swamp a doubling test.
     """
     import torch.fx
-
     from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
 
     rows = []
@@ -151,10 +151,19 @@ def bench_view_work(sizes, repeats):
                 runs.append(_common.timed(replace_views_with_reshapes, gm))
                 graphs.restore_views(gm)
             cpu = [t.cpu_seconds for t in runs]
-            rows.append({"views": n, "graph_work_cpu_s": _common.median(cpu), "graph_work_cpu_min_s": min(cpu),
-                         "graph_work_s": _common.median([t.seconds for t in runs]), "repeats": repeats})
-            log(f"  view graph work {n:>6}: {_common.fmt_ms(rows[-1]['graph_work_cpu_s'])} ms CPU "
-                f"(min {_common.fmt_ms(min(cpu))} ms)")
+            rows.append(
+                {
+                    "views": n,
+                    "graph_work_cpu_s": _common.median(cpu),
+                    "graph_work_cpu_min_s": min(cpu),
+                    "graph_work_s": _common.median([t.seconds for t in runs]),
+                    "repeats": repeats,
+                }
+            )
+            log(
+                f"  view graph work {n:>6}: {_common.fmt_ms(rows[-1]['graph_work_cpu_s'])} ms CPU "
+                f"(min {_common.fmt_ms(min(cpu))} ms)"
+            )
     finally:
         torch.fx.GraphModule.recompile = original
     return rows
@@ -175,13 +184,20 @@ def bench_pooling(sizes, repeats):
             assert timing.recompiles == 1
             assert not any(n.op == "call_function" and n.target in TUPLE_POOLING_OPS for n in gm.graph.nodes)
             runs.append(timing)
-        row = {"pools": n, "nodes_before": len(template.graph.nodes), "nodes_after": len(gm.graph.nodes),
-               "build_s": round(build, 3), **_summary("", runs)}
+        row = {
+            "pools": n,
+            "nodes_before": len(template.graph.nodes),
+            "nodes_after": len(gm.graph.nodes),
+            "build_s": round(build, 3),
+            **_summary("", runs),
+        }
         row["per_pool_us"] = round(row["total_s"] / n * 1e6, 1)
         row["graph_work_cpu_per_pool_us"] = round(row["graph_work_cpu_s"] / n * 1e6, 1)
         rows.append(row)
-        log(f"  pooling {n:>6}: {_common.fmt_ms(row['total_s'])} ms ({row['per_pool_us']} us/pool; graph work "
-            f"{row['graph_work_cpu_per_pool_us']} us/pool CPU; recompile {_common.fmt_ms(row['recompile_s'])} ms)")
+        log(
+            f"  pooling {n:>6}: {_common.fmt_ms(row['total_s'])} ms ({row['per_pool_us']} us/pool; graph work "
+            f"{row['graph_work_cpu_per_pool_us']} us/pool CPU; recompile {_common.fmt_ms(row['recompile_s'])} ms)"
+        )
     return rows
 
 
@@ -210,8 +226,10 @@ def bench_partition(sizes, repeats):
         row["per_boundary_us"] = round(row["total_s"] / n * 1e6, 1)
         row["cpu_per_boundary_us"] = round(row["graph_work_cpu_s"] / n * 1e6, 1)
         rows.append(row)
-        log(f"  partition {n:>6}: {_common.fmt_ms(row['total_s'])} ms ({row['per_boundary_us']} us/boundary; "
-            f"{row['cpu_per_boundary_us']} us/boundary CPU)")
+        log(
+            f"  partition {n:>6}: {_common.fmt_ms(row['total_s'])} ms ({row['per_boundary_us']} us/boundary; "
+            f"{row['cpu_per_boundary_us']} us/boundary CPU)"
+        )
     return rows
 
 

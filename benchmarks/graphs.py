@@ -4,6 +4,7 @@ Built node by node rather than exported: ``torch.export`` of a 20,000-node model
 dominate the run, and the passes under test only read the graph and its metadata. Each value is the real
 fake-tensor result of the node's op, as export would record it.
 """
+
 from __future__ import annotations
 
 import operator

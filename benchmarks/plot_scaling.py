@@ -7,6 +7,7 @@ Any python with matplotlib; no torch needed.
 Left: view -> reshape, trt_compat against upstream 2.5.0, time per pass on log-log axes (slope 1 is linear
 scaling). Right: time per node of each trt_compat pass; flat means linear. CPU time wherever the results have it.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,11 +38,19 @@ def main(argv=None):
 
     view = data["view"]
     n = [r["views"] for r in view]
-    for key, style, label in (("ours_total_s", "o-", "trt_compat: total"),
-                              ("ours_graph_work_s", "o--", "trt_compat: graph work (without the recompile)")):
+    for key, style, label in (
+        ("ours_total_s", "o-", "trt_compat: total"),
+        ("ours_graph_work_s", "o--", "trt_compat: graph work (without the recompile)"),
+    ):
         values = [pick(r, key) for r in view]
-        left.plot(n, [v for v, _ in values], style, color="tab:blue", alpha=1 if "-" == style[1] else 0.6,
-                  label=f"{label}, {values[0][1]}")
+        left.plot(
+            n,
+            [v for v, _ in values],
+            style,
+            color="tab:blue",
+            alpha=1 if "-" == style[1] else 0.6,
+            label=f"{label}, {values[0][1]}",
+        )
     up = [(r["views"],) + pick(r, "upstream_total_s") for r in view if r.get("upstream_total_s")]
     if up:
         label = f"upstream {data['versions'].get('torch-tensorrt')} view_to_reshape: total, {up[0][2]}"
@@ -49,8 +58,14 @@ def main(argv=None):
     capped = [r for r in view if not r.get("upstream_total_s") and r.get("upstream_timeout_s")]
     if capped:
         cap = capped[0]["upstream_timeout_s"]
-        left.plot([r["views"] for r in capped], [cap] * len(capped), "x", color="tab:red", markersize=10,
-                  label=f"upstream: over the {cap:g} s wall cap (stopped)")
+        left.plot(
+            [r["views"] for r in capped],
+            [cap] * len(capped),
+            "x",
+            color="tab:red",
+            markersize=10,
+            label=f"upstream: over the {cap:g} s wall cap (stopped)",
+        )
     left.set_xscale("log")
     left.set_yscale("log")
     left.set_xlabel("aten.view nodes in the graph")
@@ -67,8 +82,13 @@ def main(argv=None):
     for label, rows, key, value, color in series:
         if rows:
             values = [pick(r, value) for r in rows]
-            right.plot([r[key] for r in rows], [v / r[key] * 1e6 for (v, _), r in zip(values, rows)], "o-",
-                       color=color, label=f"{label}, {values[0][1]}")
+            right.plot(
+                [r[key] for r in rows],
+                [v / r[key] * 1e6 for (v, _), r in zip(values, rows)],
+                "o-",
+                color=color,
+                label=f"{label}, {values[0][1]}",
+            )
     right.set_xscale("log")
     right.set_yscale("log")
     right.set_xlabel("graph size (views / pools / boundaries)")
@@ -78,8 +98,11 @@ def main(argv=None):
     right.legend(fontsize=8)
 
     machine = data.get("machine", {})
-    fig.suptitle(f"{machine.get('cpu', '')}, {machine.get('cpus')} CPUs (shared); torch "
-                 f"{data['versions'].get('torch')}; load average {machine.get('loadavg_at_start')}", fontsize=9)
+    fig.suptitle(
+        f"{machine.get('cpu', '')}, {machine.get('cpus')} CPUs (shared); torch "
+        f"{data['versions'].get('torch')}; load average {machine.get('loadavg_at_start')}",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(target, dpi=110)
     print(f"wrote {target}")

@@ -8,6 +8,7 @@ agree bit for bit. The decomposition exists to be converted by Torch-TensorRT, n
 this measures what it costs where it does run in PyTorch (a fallback block, or the eager reference).
 Prints a Markdown table (see benchmarks/POOLING_INDICES.md).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,24 +25,39 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp  # noqa: E402
-
 from trt_compat.patches import tuple_pooling as tp  # noqa: E402
 
 aten = torch.ops.aten
 
 # name, ATen op, its arguments after the input, input shape
 POOLS = [
-    ("SegNet max_pool2d 2x2/2, 1x64x224x224", aten.max_pool2d_with_indices.default, ([2, 2], [2, 2]),
-     (1, 64, 224, 224)),
+    (
+        "SegNet max_pool2d 2x2/2, 1x64x224x224",
+        aten.max_pool2d_with_indices.default,
+        ([2, 2], [2, 2]),
+        (1, 64, 224, 224),
+    ),
     ("SegNet max_pool2d 2x2/2, 8x128x56x56", aten.max_pool2d_with_indices.default, ([2, 2], [2, 2]), (8, 128, 56, 56)),
-    ("ResNet stem max_pool2d 3x3/2 pad 1, 1x64x112x112", aten.max_pool2d_with_indices.default,
-     ([3, 3], [2, 2], [1, 1]), (1, 64, 112, 112)),
+    (
+        "ResNet stem max_pool2d 3x3/2 pad 1, 1x64x112x112",
+        aten.max_pool2d_with_indices.default,
+        ([3, 3], [2, 2], [1, 1]),
+        (1, 64, 112, 112),
+    ),
     ("max_pool1d 3/1 pad 1, 16x256x512", aten.max_pool1d_with_indices.default, ([3], [1], [1]), (16, 256, 512)),
-    ("max_pool3d 2x2x2/2, 1x32x32x64x64", aten.max_pool3d_with_indices.default, ([2, 2, 2], [2, 2, 2]),
-     (1, 32, 32, 64, 64)),
+    (
+        "max_pool3d 2x2x2/2, 1x32x32x64x64",
+        aten.max_pool3d_with_indices.default,
+        ([2, 2, 2], [2, 2, 2]),
+        (1, 32, 32, 64, 64),
+    ),
     ("adaptive_max_pool2d 7x7, 8x512x14x14", aten.adaptive_max_pool2d.default, ([7, 7],), (8, 512, 14, 14)),
-    ("adaptive_max_pool2d 6x6 (uneven bins), 8x256x13x13", aten.adaptive_max_pool2d.default, ([6, 6],),
-     (8, 256, 13, 13)),
+    (
+        "adaptive_max_pool2d 6x6 (uneven bins), 8x256x13x13",
+        aten.adaptive_max_pool2d.default,
+        ([6, 6],),
+        (8, 256, 13, 13),
+    ),
 ]
 # name, pooling (op, args) producing the unpool's inputs, input shape
 UNPOOLS = [
@@ -88,8 +104,8 @@ def bench_pools(repeats):
         want_values, want_indices = op(x, *args)
         assert same(values, want_values) and torch.equal(indices, want_indices), name
         with torch.no_grad():
-            aten_s = median_seconds(lambda: op(x, *args), repeats)
-            ours_s = median_seconds(lambda: gm(x), repeats)
+            aten_s = median_seconds(lambda op=op, x=x, args=args: op(x, *args), repeats)
+            ours_s = median_seconds(lambda gm=gm, x=x: gm(x), repeats)
         rows.append((name, aten_s, ours_s))
     return rows
 
@@ -106,8 +122,10 @@ def bench_unpools(repeats):
         gm = traced(build, values, indices)
         assert torch.equal(gm(values, indices), aten.max_unpool2d.default(values, indices, size)), name
         with torch.no_grad():
-            aten_s = median_seconds(lambda: aten.max_unpool2d.default(values, indices, size), repeats)
-            ours_s = median_seconds(lambda: gm(values, indices), repeats)
+            aten_s = median_seconds(
+                lambda v=values, i=indices, size=size: aten.max_unpool2d.default(v, i, size), repeats
+            )
+            ours_s = median_seconds(lambda gm=gm, v=values, i=indices: gm(v, i), repeats)
         rows.append((name, aten_s, ours_s))
     return rows
 
@@ -118,9 +136,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, "
-          f"{args.threads} thread(s), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
-          f"median of {args.repeats}")
+    print(
+        f"torch {torch.__version__}, Python {platform.python_version()}, {platform.machine()}, "
+        f"{args.threads} thread(s), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+        f"median of {args.repeats}"
+    )
     print()
     print("| case | ATen (ms) | decomposed, eager (ms) | ratio |")
     print("|---|---:|---:|---:|")

@@ -1,7 +1,8 @@
 """Print the Markdown tables of BENCHMARKS.md from benchmarks/results/*.json.
 
-    python3 benchmarks/report.py            # stdlib only
+python3 benchmarks/report.py            # stdlib only
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,10 @@ def ratio(a, b):
 
 def view_table(data):
     rows = data["view"]
-    print("| views | nodes | trt_compat wall ms | trt_compat CPU ms | of which graph work, CPU ms | recompile wall ms "
-          "| recompiles (with / without views) | upstream wall ms | upstream CPU ms | speed-up wall | speed-up CPU |")
+    print(
+        "| views | nodes | trt_compat wall ms | trt_compat CPU ms | of which graph work, CPU ms | recompile wall ms "
+        "| recompiles (with / without views) | upstream wall ms | upstream CPU ms | speed-up wall | speed-up CPU |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         if r.get("upstream_total_s"):
@@ -37,26 +40,36 @@ def view_table(data):
             up_cpu, speed, speed_cpu = "–", "–", "–"
         else:
             up_wall = up_cpu = speed = speed_cpu = "–"
-        print(f"| {r['views']:,} | {r['nodes']:,} | {ms(r['ours_total_s'])} | {ms(r.get('ours_total_cpu_s'))} "
-              f"| {ms(r['ours_graph_work_cpu_s'], 2)} | {ms(r['ours_recompile_s'])} "
-              f"| {r['ours_recompiles_per_call'][0]} / {r['ours_recompiles_without_views']} "
-              f"| {up_wall} | {up_cpu} | {speed} | {speed_cpu} |")
+        print(
+            f"| {r['views']:,} | {r['nodes']:,} | {ms(r['ours_total_s'])} | {ms(r.get('ours_total_cpu_s'))} "
+            f"| {ms(r['ours_graph_work_cpu_s'], 2)} | {ms(r['ours_recompile_s'])} "
+            f"| {r['ours_recompiles_per_call'][0]} / {r['ours_recompiles_without_views']} "
+            f"| {up_wall} | {up_cpu} | {speed} | {speed_cpu} |"
+        )
     print()
-    print("Graph work (CPU) when the graph doubles:", ", ".join(
-        f"{a['views']:,}→{b['views']:,}: ×{ratio(b['ours_graph_work_cpu_s'], a['ours_graph_work_cpu_s'])}"
-        for a, b in zip(rows, rows[1:]) if b["views"] == 2 * a["views"]))
+    print(
+        "Graph work (CPU) when the graph doubles:",
+        ", ".join(
+            f"{a['views']:,}→{b['views']:,}: ×{ratio(b['ours_graph_work_cpu_s'], a['ours_graph_work_cpu_s'])}"
+            for a, b in zip(rows, rows[1:])
+            if b["views"] == 2 * a["views"]
+        ),
+    )
     print()
 
 
 def per_node_table(rows, key, unit):
-    print(f"| {key} | wall ms | per {unit}, wall µs | graph work CPU ms | per {unit}, CPU µs | recompile wall ms "
-          "| runs |")
+    print(
+        f"| {key} | wall ms | per {unit}, wall µs | graph work CPU ms | per {unit}, CPU µs | recompile wall ms | runs |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         cpu = r.get("graph_work_cpu_s")
-        print(f"| {r[key]:,} | {ms(r['total_s'], 0)} | {r['total_s'] / r[key] * 1e6:,.0f} | {ms(cpu, 0)} "
-              f"| {'–' if cpu is None else f'{cpu / r[key] * 1e6:,.0f}'} | {ms(r.get('recompile_s'), 0)} "
-              f"| {r.get('repeats', '–')} |")
+        print(
+            f"| {r[key]:,} | {ms(r['total_s'], 0)} | {r['total_s'] / r[key] * 1e6:,.0f} | {ms(cpu, 0)} "
+            f"| {'–' if cpu is None else f'{cpu / r[key] * 1e6:,.0f}'} | {ms(r.get('recompile_s'), 0)} "
+            f"| {r.get('repeats', '–')} |"
+        )
     print()
 
 
@@ -68,16 +81,20 @@ def compile_table(datas):
         low, high = stats["ci95_pct"]
         return f"{stats['median_pct']:+.1f} % [{low:+.1f}, {high:+.1f}]"
 
-    print("| release | model | patches applied | pairs | with: CPU s | without: CPU s | CPU overhead, paired median "
-          "[95 % CI] | with: wall s | without: wall s | wall overhead, paired median [95 % CI] "
-          "| trt_compat's own work ms | own work / compile |")
+    print(
+        "| release | model | patches applied | pairs | with: CPU s | without: CPU s | CPU overhead, paired median "
+        "[95 % CI] | with: wall s | without: wall s | wall overhead, paired median [95 % CI] "
+        "| trt_compat's own work ms | own work / compile |"
+    )
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for data in datas:
         for r in data["models"]:
-            print(f"| {data['release']} | {r['model']} | {', '.join(r['patches_applied'])} | {r['pairs']} "
-                  f"| {r['with_cpu_s']:.2f} | {r['without_cpu_s']:.2f} | {paired(r, 'paired_overhead_cpu')} "
-                  f"| {r['with_s']:.2f} | {r['without_s']:.2f} | {paired(r, 'paired_overhead_wall')} "
-                  f"| {r['own_work_s'] * 1e3:.1f} | {r['own_work_pct_of_compile']:.3f} % |")
+            print(
+                f"| {data['release']} | {r['model']} | {', '.join(r['patches_applied'])} | {r['pairs']} "
+                f"| {r['with_cpu_s']:.2f} | {r['without_cpu_s']:.2f} | {paired(r, 'paired_overhead_cpu')} "
+                f"| {r['with_s']:.2f} | {r['without_s']:.2f} | {paired(r, 'paired_overhead_wall')} "
+                f"| {r['own_work_s'] * 1e3:.1f} | {r['own_work_pct_of_compile']:.3f} % |"
+            )
     print()
 
 
@@ -89,18 +106,27 @@ def main():
     work = load("passes-view-work")
     if work:
         rows = work["view_work"]
-        print("trt_compat's graph work alone (recompile stubbed out, "
-              f"{rows[0]['repeats']} repeats, CPU ms, median / min): "
-              + ", ".join(f"{r['views']:,}: {ms(r['graph_work_cpu_s'], 2)} / {ms(r['graph_work_cpu_min_s'], 2)}"
-                          for r in rows))
-        print("Doubling:", ", ".join(
-            f"{a['views']:,}→{b['views']:,}: ×{ratio(b['graph_work_cpu_s'], a['graph_work_cpu_s'])} (min "
-            f"×{ratio(b['graph_work_cpu_min_s'], a['graph_work_cpu_min_s'])})"
-            for a, b in zip(rows, rows[1:]) if b["views"] == 2 * a["views"]))
+        print(
+            "trt_compat's graph work alone (recompile stubbed out, "
+            f"{rows[0]['repeats']} repeats, CPU ms, median / min): "
+            + ", ".join(
+                f"{r['views']:,}: {ms(r['graph_work_cpu_s'], 2)} / {ms(r['graph_work_cpu_min_s'], 2)}" for r in rows
+            )
+        )
+        print(
+            "Doubling:",
+            ", ".join(
+                f"{a['views']:,}→{b['views']:,}: ×{ratio(b['graph_work_cpu_s'], a['graph_work_cpu_s'])} (min "
+                f"×{ratio(b['graph_work_cpu_min_s'], a['graph_work_cpu_min_s'])})"
+                for a, b in zip(rows, rows[1:])
+                if b["views"] == 2 * a["views"]
+            ),
+        )
         print()
     for title, section, key, unit, names in (
-            ("pooling decomposition", "pooling", "pools", "pool", ("passes-pooling",)),
-            ("partition-input repair", "partition", "boundaries", "boundary", ("passes-partition",))):
+        ("pooling decomposition", "pooling", "pools", "pool", ("passes-pooling",)),
+        ("partition-input repair", "partition", "boundaries", "boundary", ("passes-partition",)),
+    ):
         for name in names:
             data = load(name)
             if data and section in data:
@@ -109,13 +135,15 @@ def main():
     imp = load("import")
     if imp:
         print("### import\n")
-        print(f"`-X importtime` cumulative for trt_compat: median {imp['importtime_ms_median']:.2f} ms "
-              f"(min {imp['importtime_ms_min']:.2f}, max {imp['importtime_ms_max']:.2f}, {imp['runs']} runs); wall "
-              f"`import trt_compat` − `pass`: median {imp['wall_delta_ms_median']:.1f} ms "
-              f"({imp['wall_import_ms_median']:.1f} − {imp['wall_pass_ms_median']:.1f} ms); CPU time (rusage) "
-              f"`import trt_compat` − `pass`: median {imp['cpu_delta_ms_median']:.2f} ms; thread CPU time of the "
-              f"import statement: median {imp['in_process_cpu_ms_median']:.2f} ms; torch imported: "
-              f"{imp['torch_imported']}\n")
+        print(
+            f"`-X importtime` cumulative for trt_compat: median {imp['importtime_ms_median']:.2f} ms "
+            f"(min {imp['importtime_ms_min']:.2f}, max {imp['importtime_ms_max']:.2f}, {imp['runs']} runs); wall "
+            f"`import trt_compat` − `pass`: median {imp['wall_delta_ms_median']:.1f} ms "
+            f"({imp['wall_import_ms_median']:.1f} − {imp['wall_pass_ms_median']:.1f} ms); CPU time (rusage) "
+            f"`import trt_compat` − `pass`: median {imp['cpu_delta_ms_median']:.2f} ms; thread CPU time of the "
+            f"import statement: median {imp['in_process_cpu_ms_median']:.2f} ms; torch imported: "
+            f"{imp['torch_imported']}\n"
+        )
     datas = [d for d in (load("compile-2.5.0"), load("compile-2.14.0")) if d]
     if datas:
         print("### dryrun compile\n")

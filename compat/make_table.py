@@ -8,6 +8,7 @@ the matrix has measured them. The README's patch table is built from the patches
 importable (trt_compat's discovery), else from what the newest results recorded of them. A release without a
 results file is listed as not run, never guessed. ``--check`` writes nothing and exits 1 when a file is stale.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -100,8 +101,11 @@ def render_matrix(results: Dict[str, dict]) -> str:
         "with it: **present → fixed**, *absent* (upstream is fine; a patch may still run as a guard), *n/a* (the "
         "upstream code the defect lives in is not in that release).",
         "",
-        "| torch-tensorrt | torch | " + " | ".join(f"`{d}`" for d in defects)
-        + " | patches applied (" + ", ".join(f"`{p}`" for p in patches) + ") | tests |",
+        "| torch-tensorrt | torch | "
+        + " | ".join(f"`{d}`" for d in defects)
+        + " | patches applied ("
+        + ", ".join(f"`{p}`" for p in patches)
+        + ") | tests |",
         "|---|---|" + "---|" * len(defects) + "---|---|",
     ]
     for row in rows:
@@ -113,9 +117,11 @@ def render_matrix(results: Dict[str, dict]) -> str:
         tests = ", ".join(f"{k} {v}" for k, v in sorted(suites.items())) or "results only"
         states = data.get("patch_states") or {}
         applied = " ".join(short.get(states.get(p), states.get(p) or "?") for p in patches)
-        lines.append(f"| {row.line} | {data['versions']['torch']} | "
-                     + " | ".join(defect_cell(data["defects"].get(d, {})) for d in defects)
-                     + f" | {applied} | {tests} |")
+        lines.append(
+            f"| {row.line} | {data['versions']['torch']} | "
+            + " | ".join(defect_cell(data["defects"].get(d, {})) for d in defects)
+            + f" | {applied} | {tests} |"
+        )
     lines += ["", "Defects:", ""]
     lines += [f"- `{key}`: {entry['title']} (fixed by `{entry['patch']}`)" for key, entry in defects.items()]
     lines += [
@@ -125,7 +131,7 @@ def render_matrix(results: Dict[str, dict]) -> str:
         "Without / with trt_compat. *partition*: export → decompose → lower → partition → "
         "`construct_submodule_inputs`, each Input checked against the tensors that really flow into its block, "
         "and the partitioned module's output against eager; *dryrun*: `torch.compile(..., "
-        "backend=\"torch_tensorrt\", options={\"dryrun\": True})` (— where the release has no dryrun). "
+        'backend="torch_tensorrt", options={"dryrun": True})` (— where the release has no dryrun). '
         "*needs GPU*: the release's constant folding moves folded constants to CUDA, so the model cannot be lowered "
         "on the GPU-less harness. *FAIL (upstream)* with trt_compat: the same error as without it.",
         "",
@@ -138,8 +144,9 @@ def render_matrix(results: Dict[str, dict]) -> str:
         if data is None:
             continue
         smoke = data.get("smoke", {})
-        lines.append(f"| {row.line} | " + " | ".join(smoke_cell(smoke.get(m, {}), lv) for m in SMOKE for lv in LEVELS)
-                     + " |")
+        lines.append(
+            f"| {row.line} | " + " | ".join(smoke_cell(smoke.get(m, {}), lv) for m in SMOKE for lv in LEVELS) + " |"
+        )
         for model in SMOKE:
             for level in LEVELS:
                 for side in ("without", "with"):
@@ -148,13 +155,19 @@ def render_matrix(results: Dict[str, dict]) -> str:
                         findings.append(f"- {row.line}, {model}, {level}, {side} trt_compat: `{entry['error']}`")
     if findings:
         lines += ["", "Smoke failures (first line of the error):", "", *findings]
-    lines += ["", "### Versions", "",
-              "| torch-tensorrt | torch | stand-in tensorrt | trt_compat (commit) | python | date |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "### Versions",
+        "",
+        "| torch-tensorrt | torch | stand-in tensorrt | trt_compat (commit) | python | date |",
+        "|---|---|---|---|---|---|",
+    ]
     for data in ran:
         v = data["versions"]
-        lines.append(f"| {v['torch_tensorrt']} | {v['torch']} | {v['tensorrt_standin']} | {v['trt_compat']} "
-                     f"({v.get('trt_compat_commit', 'not recorded')}) | {v['python']} | {data['date']} |")
+        lines.append(
+            f"| {v['torch_tensorrt']} | {v['torch']} | {v['tensorrt_standin']} | {v['trt_compat']} "
+            f"({v.get('trt_compat_commit', 'not recorded')}) | {v['python']} | {data['date']} |"
+        )
     missing = [r.line for r in rows if r.line not in results]
     if missing:
         lines += ["", f"Not run: {', '.join(missing)}."]
@@ -168,8 +181,16 @@ def patch_metadata(results: Dict[str, dict]) -> List[dict]:
 
         found = [entry for entry in _discovery.discover() if entry.usable]
         if found:
-            return [{"name": e.name, "title": e.patch.title, "issue": e.patch.issue, "affects": e.patch.affects,
-                     "why": e.patch.why} for e in found]
+            return [
+                {
+                    "name": e.name,
+                    "title": e.patch.title,
+                    "issue": e.patch.issue,
+                    "affects": e.patch.affects,
+                    "why": e.patch.why,
+                }
+                for e in found
+            ]
     except ImportError:  # no torch here: what the matrix recorded
         pass
     newest = max(results.values(), key=lambda d: releases.parse_version(d["release"]), default={})
@@ -177,8 +198,10 @@ def patch_metadata(results: Dict[str, dict]) -> List[dict]:
 
 
 def render_patches(results: Dict[str, dict]) -> str:
-    lines = ["| patch | what trt_compat does | upstream issue | releases that need it | what upstream does wrong |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| patch | what trt_compat does | upstream issue | releases that need it | what upstream does wrong |",
+        "|---|---|---|---|---|",
+    ]
     for meta in patch_metadata(results):
         issue = meta["issue"]
         link = f"[#{issue.rstrip('/').rsplit('/', 1)[-1]}]({issue})" if issue else "not reported upstream"
@@ -187,7 +210,7 @@ def render_patches(results: Dict[str, dict]) -> str:
 
 
 def _releases(affects: str) -> str:
-    """">=2.2.0, <2.6.0" -> "2.2.0 – 2.5.x"; ">=2.3.0" -> "2.3.0 – newest"."""
+    """ ">=2.2.0, <2.6.0" -> "2.2.0 – 2.5.x"; ">=2.3.0" -> "2.3.0 – newest"."""
     found = re.match(r">=([0-9.]+)(?:, <([0-9]+)\.([0-9]+)\.0)?$", affects)
     if not found:
         return affects
@@ -210,8 +233,7 @@ def outputs(results: Dict[str, dict]) -> Dict[Path, str]:
     readme = (REPO / "README.md").read_text()
     readme = replace_section(readme, "patches", render_patches(results))
     readme = replace_section(readme, "compatibility", matrix)
-    return {HERE / "TABLE.md": "# Compatibility matrix\n\n" + matrix.replace("### ", "## "),
-            REPO / "README.md": readme}
+    return {HERE / "TABLE.md": "# Compatibility matrix\n\n" + matrix.replace("### ", "## "), REPO / "README.md": readme}
 
 
 def main(argv=None) -> int:

@@ -22,6 +22,7 @@ only tensors cross the boundary. Placeholders whose metadata upstream already ac
 touched, so Inputs for healthy graphs stay exactly as upstream builds them. Nothing here imports
 torch_tensorrt: the functions work on plain ``torch.fx`` graphs; ``apply`` at the end installs them.
 """
+
 import dataclasses
 import inspect
 import logging
@@ -47,6 +48,7 @@ def describe_value(value: Any) -> str:
     from trt_compat.describe import value as describe
 
     return describe(value, detail=True)
+
 
 logger = logging.getLogger("trt_compat")
 
@@ -131,16 +133,10 @@ def partition_parent(submodule: torch.nn.Module) -> Optional[Tuple[GraphModule, 
 
 def boundary_problems(submodule: GraphModule) -> List[Node]:
     """Placeholders of ``submodule`` from which upstream cannot build a ``torch_tensorrt.Input``."""
-    return [
-        node
-        for node in submodule.graph.nodes
-        if node.op == "placeholder" and _metadata_problem(node) is not None
-    ]
+    return [node for node in submodule.graph.nodes if node.op == "placeholder" and _metadata_problem(node) is not None]
 
 
-def repair_submodule_inputs(
-    submodule: GraphModule, parent: Optional[GraphModule] = None
-) -> List[str]:
+def repair_submodule_inputs(submodule: GraphModule, parent: Optional[GraphModule] = None) -> List[str]:
     """Fix every placeholder reported by :func:`boundary_problems`; describe what was done.
 
     ``parent`` defaults to the graph remembered by :func:`remember_partition`. All placeholders
@@ -215,9 +211,7 @@ def _matches_type(value: Any, jit_type: Any) -> bool:
     if isinstance(jit_type, torch._C.OptionalType):
         return value is None or _matches_type(value, jit_type.getElementType())
     if isinstance(jit_type, torch._C.ListType):
-        return isinstance(value, (list, tuple)) and all(
-            _matches_type(v, jit_type.getElementType()) for v in value
-        )
+        return isinstance(value, (list, tuple)) and all(_matches_type(v, jit_type.getElementType()) for v in value)
     return not isinstance(value, (list, tuple, torch.Tensor))
 
 
@@ -395,9 +389,7 @@ class _FakeEvaluator:
     of a chain of blocks would re-run all k-1 blocks before it).
     """
 
-    def __init__(
-        self, gm: GraphModule, mode: FakeTensorMode, seeds: Optional[Dict[Node, Any]] = None
-    ) -> None:
+    def __init__(self, gm: GraphModule, mode: FakeTensorMode, seeds: Optional[Dict[Node, Any]] = None) -> None:
         self.gm = gm
         self.mode = mode
         self.values: Dict[Node, Any] = dict(seeds or {})
@@ -442,20 +434,21 @@ class _FakeEvaluator:
         if not isinstance(sub, GraphModule):
             return node.all_input_nodes
         needed: List[Node] = []
-        for placeholder, arg in self._seeded_inputs(node, sub):
+        for _placeholder, arg in self._seeded_inputs(node, sub):
             map_arg(arg, needed.append)
         return needed
 
     def _seeded_inputs(self, node: Node, sub: GraphModule) -> List[Tuple[Node, Any]]:
         """(placeholder, argument) of each input of a submodule call whose value must come from here."""
-        return [(placeholder, _bound_argument(node, position, placeholder))
-                for position, placeholder in enumerate(_placeholders(sub)) if not _believable(placeholder)]
+        return [
+            (placeholder, _bound_argument(node, position, placeholder))
+            for position, placeholder in enumerate(_placeholders(sub))
+            if not _believable(placeholder)
+        ]
 
     def _run(self, node: Node) -> Any:
         if node.op == "placeholder":
-            raise _Unrecoverable(
-                f"graph input '{node.name}' of the parent graph has no usable meta['val']"
-            )
+            raise _Unrecoverable(f"graph input '{node.name}' of the parent graph has no usable meta['val']")
         if node.op == "get_attr":
             owner, _, name = node.target.rpartition(".")
             return self._to_fake(getattr(self.gm.get_submodule(owner), name))
@@ -470,8 +463,7 @@ class _FakeEvaluator:
                 return node.target(*args, **kwargs)
         except Exception as e:
             raise _Unrecoverable(
-                f"re-running '{node.name}' ({op_name(node)}) on fake inputs failed: "
-                f"{type(e).__name__}: {e}"
+                f"re-running '{node.name}' ({op_name(node)}) on fake inputs failed: {type(e).__name__}: {e}"
             ) from e
 
     def _run_submodule(self, node: Node) -> Any:
@@ -483,8 +475,7 @@ class _FakeEvaluator:
             )
         # Placeholders left unseeded answer with their own (believable) meta['val'].
         seeds = {
-            placeholder: map_arg(arg, self.values.__getitem__)
-            for placeholder, arg in self._seeded_inputs(node, sub)
+            placeholder: map_arg(arg, self.values.__getitem__) for placeholder, arg in self._seeded_inputs(node, sub)
         }
         inner = _FakeEvaluator(sub, self.mode, seeds)
         return map_arg(_output_node(sub).args[0], inner.value)
@@ -517,8 +508,7 @@ def _orphan_error(placeholder: Node) -> PartitionInputError:
             f"Submodule input '{placeholder.name}' {problem}, but every user inside the submodule "
             f"({consumers}) consumes it as a single Tensor: the metadata is stale (copied from a "
             "node a lowering pass replaced) and could not be recomputed without the parent graph, "
-            "which was not recorded for this submodule. "
-            + _remedy("the op producing it")
+            "which was not recorded for this submodule. " + _remedy("the op producing it")
         )
     return PartitionInputError(
         f"Submodule input '{placeholder.name}' {problem} (used by {consumers}); its producer is "
@@ -548,8 +538,9 @@ class _Planner:
     """Decides how to repair the bad inputs of one submodule; raises PartitionInputError naming the node, the
     op producing it and the remedy when an input cannot become a TensorRT input."""
 
-    def __init__(self, parent: GraphModule, submodule: GraphModule, calls: List[Node],
-                 torch_executed: FrozenSet[str]) -> None:
+    def __init__(
+        self, parent: GraphModule, submodule: GraphModule, calls: List[Node], torch_executed: FrozenSet[str]
+    ) -> None:
         self.parent, self.submodule, self.calls, self.torch_executed = parent, submodule, calls, torch_executed
         self.evaluator = _FakeEvaluator(parent, _fake_mode(parent, submodule))
 
@@ -561,8 +552,12 @@ class _Planner:
         plan = _Plan(placeholder, problem, self.calls[0].target, text, bindings)
         values = [value for _, _, value in bindings]
         if all(isinstance(v, torch.Tensor) for v in values):
-            self._require_one_layout(values, f"{where}. Its {len(values)} calls pass tensors of different shapes or "
-                                             f"strides ({'; '.join(describe_value(v) for v in values)})", op)
+            self._require_one_layout(
+                values,
+                f"{where}. Its {len(values)} calls pass tensors of different shapes or "
+                f"strides ({'; '.join(describe_value(v) for v in values)})",
+                op,
+            )
             return plan
         plan.indices = self._tuple_elements(placeholder, values, where, text, op)
         return plan
@@ -580,14 +575,16 @@ class _Planner:
             except _Unrecoverable as e:
                 raise PartitionInputError(f"{where}, and {e}.") from None
             if not isinstance(producer, Node):
-                raise PartitionInputError(f"{where}; '{call.name}' passes the constant {producer!r} for it, "
-                                          "which is not a tensor.")
+                raise PartitionInputError(
+                    f"{where}; '{call.name}' passes the constant {producer!r} for it, which is not a tensor."
+                )
             try:
                 bindings.append((call, producer, self.evaluator.value(producer)))
             except _Unrecoverable as e:
                 text, op = _describe_producer(self.parent, producer)
-                raise self._fail(f"{where}. It is produced by {text}, whose runtime value could not be "
-                                 f"recomputed: {e}.", op) from None
+                raise self._fail(
+                    f"{where}. It is produced by {text}, whose runtime value could not be recomputed: {e}.", op
+                ) from None
         return bindings
 
     def _require_one_layout(self, tensors: List[Any], problem: str, op: str) -> None:
@@ -597,23 +594,33 @@ class _Planner:
     def _tuple_elements(self, placeholder: Node, values: List[Any], where: str, text: str, op: str) -> List[int]:
         """The tuple indices to hoist into the parent, when a real tuple crosses the boundary."""
         if not all(isinstance(v, (tuple, list)) for v in values) or len({len(v) for v in values}) > 1:
-            raise self._fail(f"{where}. It is produced by {text}, which yields "
-                             f"{' / '.join(describe_value(v) for v in values)} at runtime; TensorRT inputs must "
-                             "be tensors.", op)
+            raise self._fail(
+                f"{where}. It is produced by {text}, which yields "
+                f"{' / '.join(describe_value(v) for v in values)} at runtime; TensorRT inputs must "
+                "be tensors.",
+                op,
+            )
         indices = _getitem_indices(placeholder, len(values[0]))
         if indices is None:
             consumers = ", ".join(sorted({op_name(u) for u in placeholder.users}))
-            raise self._fail(f"{where}. It is produced by {text} as a {describe_value(values[0])}, and the "
-                             f"submodule consumes the whole {type(values[0]).__name__} ({consumers}) instead of "
-                             "indexing it with constant getitems, so it cannot be split into tensor inputs.", op)
+            raise self._fail(
+                f"{where}. It is produced by {text} as a {describe_value(values[0])}, and the "
+                f"submodule consumes the whole {type(values[0]).__name__} ({consumers}) instead of "
+                "indexing it with constant getitems, so it cannot be split into tensor inputs.",
+                op,
+            )
         for i in indices:
             elements = [v[i] for v in values]
             if not all(isinstance(e, torch.Tensor) for e in elements):
-                raise self._fail(f"{where}. It is produced by {text}; element {i} of its value is "
-                                 f"{describe_value(elements[0])}, not a tensor, so it cannot become a TensorRT "
-                                 "input.", op)
-            self._require_one_layout(elements, f"{where}. Element {i} has different shapes or strides across its "
-                                               f"{len(values)} calls", op)
+                raise self._fail(
+                    f"{where}. It is produced by {text}; element {i} of its value is "
+                    f"{describe_value(elements[0])}, not a tensor, so it cannot become a TensorRT "
+                    "input.",
+                    op,
+                )
+            self._require_one_layout(
+                elements, f"{where}. Element {i} has different shapes or strides across its {len(values)} calls", op
+            )
         return indices
 
 
@@ -645,9 +652,7 @@ def _apply_hoist(parent: GraphModule, submodule: GraphModule, plan: _Plan) -> st
     old = plan.placeholder
     graph = submodule.graph
     position = _placeholders(submodule).index(old)
-    taken = {node.name for node in graph.nodes} | {
-        node.target for node in graph.nodes if node.op == "placeholder"
-    }
+    taken = {node.name for node in graph.nodes} | {node.target for node in graph.nodes if node.op == "placeholder"}
     users_by_index: Dict[int, List[Node]] = {}
     for user in old.users:
         users_by_index.setdefault(user.args[1] % len(plan.bindings[0][2]), []).append(user)
@@ -739,8 +744,11 @@ def check_stale_pass_meta(probe: Probe) -> Optional[str]:
     try:
         lowered = probe.export_and_lower(ConvCeilPool().eval(), torch.randn(1, 3, 16, 16))
     finally:
-        manager = next(getattr(registry, name) for name in ("ATEN_POST_LOWERING_PASSES", "ATEN_LOWERING_PASSES")
-                       if hasattr(registry, name))
+        manager = next(
+            getattr(registry, name)
+            for name in ("ATEN_POST_LOWERING_PASSES", "ATEN_LOWERING_PASSES")
+            if hasattr(registry, name)
+        )
         registry._remove_lowering_pass(index=next(i for i, p in enumerate(manager.passes) if p is make_pool_meta_stale))
     return _ceil_pool_boundary(probe, lambda model, x: lowered)
 
@@ -759,10 +767,16 @@ PATCH = Patch(
         "the newest release, so any pass that leaves a tuple val still aborts compilation."
     ),
     defects=(
-        Defect("ceil_pool_boundary", "#3185 fused max_pool2d after a ceil_mode pool carries a tuple (or no) val into "
-               "construct_submodule_inputs", check_ceil_pool_boundary),
-        Defect("stale_pass_meta", "#3185 a stale tuple val left by a registered lowering pass reaches "
-               "construct_submodule_inputs", check_stale_pass_meta),
+        Defect(
+            "ceil_pool_boundary",
+            "#3185 fused max_pool2d after a ceil_mode pool carries a tuple (or no) val into construct_submodule_inputs",
+            check_ceil_pool_boundary,
+        ),
+        Defect(
+            "stale_pass_meta",
+            "#3185 a stale tuple val left by a registered lowering pass reaches construct_submodule_inputs",
+            check_stale_pass_meta,
+        ),
     ),
 )
 

@@ -36,6 +36,7 @@ from ``-inf`` at the first valid position. So: the last NaN if the window has on
 position holding the maximum (an all ``-inf`` window gives its first valid position; ``0.0`` and
 ``-0.0`` tie). Flat indices grow with scan order, which is what the decomposition relies on.
 """
+
 from __future__ import annotations
 
 import copy
@@ -175,9 +176,7 @@ def is_tuple_pooling_node(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and node.target in TUPLE_POOLING_OPS
 
 
-def _bind_args(
-    node: torch.fx.Node, names: Sequence[str], defaults: Dict[str, Any]
-) -> Optional[Dict[str, Any]]:
+def _bind_args(node: torch.fx.Node, names: Sequence[str], defaults: Dict[str, Any]) -> Optional[Dict[str, Any]]:
     if len(node.args) > len(names) or not set(node.kwargs) <= set(names):
         return None
     bound = dict(zip(names, node.args))
@@ -332,9 +331,7 @@ def _emit_adaptive_max(
     return values
 
 
-def pooling_output_size(
-    in_size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool
-) -> int:
+def pooling_output_size(in_size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
     """Output length of max pooling along one dim, by ATen's rule (ceil_mode windows must start in the input)."""
     span = in_size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
     out = span // stride + 1
@@ -404,8 +401,9 @@ def _static_lead(shape: Sequence[Any]) -> Optional[List[int]]:
     return lead if lead.count(-1) <= 1 else None
 
 
-def _register_constant(gm: torch.fx.GraphModule, graph: torch.fx.Graph, source: torch.fx.Node,
-                       tensor: torch.Tensor, fake_mode: Any) -> torch.fx.Node:
+def _register_constant(
+    gm: torch.fx.GraphModule, graph: torch.fx.Graph, source: torch.fx.Node, tensor: torch.Tensor, fake_mode: Any
+) -> torch.fx.Node:
     """A ``get_attr`` node for a new non-persistent buffer of ``gm`` holding ``tensor``."""
     index = 0
     while hasattr(gm, f"_trt_compat_pool_window_{index}"):
@@ -429,7 +427,10 @@ class _Windows(NamedTuple):
 
 
 def _emit_indices(
-    gm: torch.fx.GraphModule, graph: torch.fx.Graph, source: torch.fx.Node, windows: _Windows,
+    gm: torch.fx.GraphModule,
+    graph: torch.fx.Graph,
+    source: torch.fx.Node,
+    windows: _Windows,
     tables: Dict[Any, Tuple[torch.fx.Node, torch.fx.Node]],
 ) -> Optional[torch.fx.Node]:
     """Insert converter-friendly nodes computing ATen's pooling indices; None if the shape does not allow it.
@@ -521,9 +522,15 @@ def _within_budget(name: str, in_sizes: Sequence[int], entries: int) -> bool:
     table_bytes = 2 * 8 * entries
     if ratio <= MAX_GATHER_RATIO and table_bytes <= MAX_TABLE_BYTES:
         return True
-    logger.info("%s: indices stay in PyTorch: its windows would gather %.1fx its input (budget %d) with %.1f MiB of "
-                "index tables (budget %d MiB)", name, ratio, MAX_GATHER_RATIO, table_bytes / 2**20,
-                MAX_TABLE_BYTES // 2**20)
+    logger.info(
+        "%s: indices stay in PyTorch: its windows would gather %.1fx its input (budget %d) with %.1f MiB of "
+        "index tables (budget %d MiB)",
+        name,
+        ratio,
+        MAX_GATHER_RATIO,
+        table_bytes / 2**20,
+        MAX_TABLE_BYTES // 2**20,
+    )
     return False
 
 
@@ -575,8 +582,10 @@ def _plan_max_pool(node: torch.fx.Node, values_val: Optional[torch.Tensor]) -> O
 
     def entries(in_sizes: Sequence[int]) -> int:
         kernel, stride, padding, dilation = per_dim
-        outputs = [pooling_output_size(*geometry, bound["ceil_mode"])
-                   for geometry in zip(in_sizes, kernel, stride, padding, dilation)]
+        outputs = [
+            pooling_output_size(*geometry, bound["ceil_mode"])
+            for geometry in zip(in_sizes, kernel, stride, padding, dilation)
+        ]
         return max(0, math.prod(outputs)) * math.prod(kernel)
 
     return _Rewrite(
@@ -612,12 +621,17 @@ def _plan_adaptive_max_pool(node: torch.fx.Node, values_used: bool) -> Optional[
         return adaptive_max_pool_windows(in_sizes, output_size)
 
     def entries(in_sizes: Sequence[int]) -> int:
-        longest = [max(end - start for start, end in adaptive_pool_bins(size, out))
-                   for size, out in zip(in_sizes, output_size)]
+        longest = [
+            max(end - start for start, end in adaptive_pool_bins(size, out)) for size, out in zip(in_sizes, output_size)
+        ]
         return math.prod(output_size) * math.prod(longest)
 
-    return _Rewrite(emit_values, ADAPTIVE_MAX_POOL_INDICES, (x, output_size),
-                    _windows_of(x, spatial_dims, build, entries, node.name))
+    return _Rewrite(
+        emit_values,
+        ADAPTIVE_MAX_POOL_INDICES,
+        (x, output_size),
+        _windows_of(x, spatial_dims, build, entries, node.name),
+    )
 
 
 def _tuple_val(node: torch.fx.Node) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
@@ -627,8 +641,9 @@ def _tuple_val(node: torch.fx.Node) -> Optional[Tuple[torch.Tensor, torch.Tensor
     return None
 
 
-def _split_pooling_node(gm: torch.fx.GraphModule, node: torch.fx.Node, in_tensorrt: bool,
-                        tables: Dict[Any, Any]) -> bool:
+def _split_pooling_node(
+    gm: torch.fx.GraphModule, node: torch.fx.Node, in_tensorrt: bool, tables: Dict[Any, Any]
+) -> bool:
     """Replace one tuple pooling node by single-output nodes; False if it had to be left alone."""
     graph = gm.graph
     users = _getitem_users(node)
@@ -790,8 +805,13 @@ PATCH = Patch(
         "(a stale (values, indices) val on 2.4, emptied on 2.3), so there this pass takes its place. No release "
         "converts pooling indices or max_unpool, so by default they are decomposed into ops it does convert."
     ),
-    defects=(Defect("indices_tuple_node", "#3185 a max pool whose indices are used reaches partitioning as a "
-                    "tuple-returning node", check_indices_tuple_node),),
+    defects=(
+        Defect(
+            "indices_tuple_node",
+            "#3185 a max pool whose indices are used reaches partitioning as a tuple-returning node",
+            check_indices_tuple_node,
+        ),
+    ),
     options=(POOL_INDICES,),
 )
 

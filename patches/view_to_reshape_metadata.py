@@ -13,12 +13,20 @@ of ``aten.view.default`` and produces the same value, so retargeting the existin
 keeps every node's identity, name, position, users and -- the point of this patch -- its own
 ``meta``.
 """
+
 from typing import Optional
 
 import torch
 
-from trt_compat.patching import (Defect, NotApplicable, Patch, PatchContext, TargetChanged, lowering_pass,
-                                 post_lowering_passes)
+from trt_compat.patching import (
+    Defect,
+    NotApplicable,
+    Patch,
+    PatchContext,
+    TargetChanged,
+    lowering_pass,
+    post_lowering_passes,
+)
 from trt_compat.probing import Probe, has_module
 
 _VIEW = torch.ops.aten.view.default
@@ -96,8 +104,13 @@ PATCH = Patch(
         "replace_pattern has moved the replacements (2.3-2.5), or drops it (2.2.0). 2.6 fixed the pass and "
         "2.7 removed it."
     ),
-    defects=(Defect("view_metadata", "#3221 view_to_reshape puts view metadata on the wrong node (or drops it)",
-                    check_view_metadata),),
+    defects=(
+        Defect(
+            "view_metadata",
+            "#3221 view_to_reshape puts view metadata on the wrong node (or drops it)",
+            check_view_metadata,
+        ),
+    ),
 )
 
 

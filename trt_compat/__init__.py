@@ -3,13 +3,27 @@
 ``import trt_compat`` imports neither torch nor torch_tensorrt: it registers a post-import hook that applies the
 needed patches right after ``torch_tensorrt`` is imported, or at once if it already is.
 """
+
 import os as _os
 
 from ._errors import PatchError, TargetChanged
 from ._version import __version__
 
-__all__ = ["PatchError", "TargetChanged", "__version__", "apply", "revert", "report", "report_dict",
-           "is_applied", "get_original", "set_option", "get_option", "set_pool_indices", "get_pool_indices"]
+__all__ = [
+    "PatchError",
+    "TargetChanged",
+    "__version__",
+    "apply",
+    "revert",
+    "report",
+    "report_dict",
+    "is_applied",
+    "get_original",
+    "set_option",
+    "get_option",
+    "set_pool_indices",
+    "get_pool_indices",
+]
 
 
 def apply():
@@ -122,7 +136,7 @@ def _on_torch_tensorrt_imported(module):
 
         logging.getLogger("trt_compat").warning("trt_compat: cannot load its engine; nothing patched", exc_info=True)
         if read_config().strict:
-            raise PatchError("trt_compat (strict mode): cannot load its engine; nothing patched")
+            raise PatchError("trt_compat (strict mode): cannot load its engine; nothing patched") from None
         return
     _engine.on_torch_tensorrt_imported(module)
 
@@ -139,8 +153,9 @@ def _on_torch_serializer_imported(_module):
     except Exception:
         import logging
 
-        logging.getLogger("trt_compat").warning("trt_compat: cannot define its ops for torch.export.load",
-                                                exc_info=True)
+        logging.getLogger("trt_compat").warning(
+            "trt_compat: cannot define its ops for torch.export.load", exc_info=True
+        )
 
 
 def _activate():

@@ -1,4 +1,5 @@
 """The command line: ``trt-compat`` or ``python -m trt_compat``."""
+
 import argparse
 import contextlib
 import json
@@ -26,17 +27,21 @@ environment:
 def _parser(prog: str) -> argparse.ArgumentParser:
     from ._version import __version__
 
-    parser = argparse.ArgumentParser(prog=prog, description=DESCRIPTION, epilog=EPILOG,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"trt_compat {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{report,verify,demo}")
-    for name, text in (("report", "apply what this environment needs and print the report (the default)"),
-                       ("verify", "reproduce each defect on the installed torch_tensorrt, without and with trt_compat"),
-                       ("demo", "trt_compat's graph transformations on an embedded model (needs only torch)")):
+    for name, text in (
+        ("report", "apply what this environment needs and print the report (the default)"),
+        ("verify", "reproduce each defect on the installed torch_tensorrt, without and with trt_compat"),
+        ("demo", "trt_compat's graph transformations on an embedded model (needs only torch)"),
+    ):
         command = commands.add_parser(name, help=text, description=text)
         # SUPPRESS: `trt-compat --json report` keeps the --json given before the command.
-        command.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
-                             help="machine-readable output on stdout")
+        command.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output on stdout"
+        )
     parser.add_argument("--json", action="store_true", help="machine-readable report (the report command)")
     return parser
 
@@ -51,9 +56,11 @@ def _shadowed() -> str:
     package = sys.modules.get("trt_compat")
     if package is not None and getattr(package, "__file__", None) is None:
         folders = ", ".join(getattr(package, "__path__", [])) or "?"
-        return (f"`import trt_compat` finds the folder {folders}, which is not the trt_compat package (no "
-                "__init__.py): it shadows the installed trt_compat, so nothing is patched. Run from another "
-                "directory, or rename that folder.")
+        return (
+            f"`import trt_compat` finds the folder {folders}, which is not the trt_compat package (no "
+            "__init__.py): it shadows the installed trt_compat, so nothing is patched. Run from another "
+            "directory, or rename that folder."
+        )
     return ""
 
 
@@ -68,8 +75,11 @@ def main(argv=None) -> int:
         import importlib.util
 
         if importlib.util.find_spec("torch") is None:
-            print("error: the demo runs trt_compat's graph transformations with torch, which is not installed "
-                  "(pip install torch)", file=sys.stderr)
+            print(
+                "error: the demo runs trt_compat's graph transformations with torch, which is not installed "
+                "(pip install torch)",
+                file=sys.stderr,
+            )
             return 2
         from .demo import run_demo
 

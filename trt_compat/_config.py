@@ -7,6 +7,7 @@ TRT_COMPAT_STRICT    "1"/"true"/"yes"/"on": whatever trt_compat cannot do raises
 
 Settings of single patches (e.g. TRT_COMPAT_POOL_INDICES) are declared by their patch (trt_compat.patching.Option).
 """
+
 import logging
 import os
 from dataclasses import dataclass
@@ -54,8 +55,10 @@ class Config:
         unknown = sorted(self.disabled - set(known))
         if not unknown:
             return self
-        problem = (f"{DISABLE_ENV} names unknown patch(es) {', '.join(unknown)}; known: {', '.join(known)} "
-                   "(or 1/all/* for every patch)")
+        problem = (
+            f"{DISABLE_ENV} names unknown patch(es) {', '.join(unknown)}; known: {', '.join(known)} "
+            "(or 1/all/* for every patch)"
+        )
         return Config(self.disable_all, self.disabled, self.strict, self.problems + (problem,))
 
 

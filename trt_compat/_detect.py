@@ -3,6 +3,7 @@
 Versions are parsed here (PEP 440's public version scheme) rather than with ``packaging``: trt_compat has no
 dependency, so no missing or broken third-party package can stop it from deciding what to patch.
 """
+
 import re
 import sys
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
@@ -39,8 +40,13 @@ def parse_version(text: Optional[str]) -> Optional[Version]:
     match = _PEP440.match(text or "")
     if match is None:
         return None
-    return Version(int(match["epoch"] or 0), tuple(int(p) for p in match["release"].split(".")),
-                   bool(match["pre"] or match["dev"]), bool(match["post"]), match["local"])
+    return Version(
+        int(match["epoch"] or 0),
+        tuple(int(p) for p in match["release"].split(".")),
+        bool(match["pre"] or match["dev"]),
+        bool(match["post"]),
+        match["local"],
+    )
 
 
 def release_of(version: Optional[str]) -> Optional[Tuple[int, ...]]:

@@ -4,6 +4,7 @@ Each module is isolated: one that fails to import, declares an invalid ``PATCH``
 reported under its own name with the reason, and every other patch is still found. Modules are imported on first
 need (they import torch), never at ``import trt_compat``. Names starting with "_" are helpers, not patches.
 """
+
 import difflib
 import importlib
 import importlib.util
@@ -72,8 +73,12 @@ def _discover() -> List[Found]:
         if entry.usable:
             clash = [d.key for d in entry.patch.defects if d.key in keys]
             if clash:
-                entry = Found(name, entry.patch, entry.module,
-                              error=f"defect key(s) {', '.join(clash)} already declared by {keys[clash[0]]}")
+                entry = Found(
+                    name,
+                    entry.patch,
+                    entry.module,
+                    error=f"defect key(s) {', '.join(clash)} already declared by {keys[clash[0]]}",
+                )
             else:
                 keys.update((d.key, name) for d in entry.patch.defects)
         found.append(entry)

@@ -4,6 +4,7 @@ Everything here runs under trt_compat's one lock (``_state.LOCK``): the post-imp
 calls may race from several threads, and the hook fires inside ``apply()`` itself when that call imports
 torch_tensorrt.
 """
+
 import contextlib
 import logging
 from dataclasses import dataclass
@@ -15,15 +16,40 @@ from ._config import Config, read_config, warn_once
 from ._detect import release_of
 from ._discovery import Found
 from ._errors import PatchError, TargetChanged
-from ._report import (APPLIED, DISABLED, FAILED, NOT_INSTALLED, NOT_NEEDED, PENDING, PROBLEM_STATES, REVERTED,
-                      SKIPPED, PatchStatus, Report, Setting)
+from ._report import (
+    APPLIED,
+    DISABLED,
+    FAILED,
+    NOT_INSTALLED,
+    NOT_NEEDED,
+    PENDING,
+    PROBLEM_STATES,
+    REVERTED,
+    SKIPPED,
+    PatchStatus,
+    Report,
+    Setting,
+)
 from ._state import LOCK as _lock
 from ._tested import newest_tested, release_status
 
 logger = logging.getLogger("trt_compat")
 
-__all__ = ["APPLIED", "NOT_NEEDED", "DISABLED", "FAILED", "SKIPPED", "PENDING", "REVERTED", "NOT_INSTALLED",
-           "apply_patches", "revert_patches", "build_report", "decide", "context_of"]
+__all__ = [
+    "APPLIED",
+    "NOT_NEEDED",
+    "DISABLED",
+    "FAILED",
+    "SKIPPED",
+    "PENDING",
+    "REVERTED",
+    "NOT_INSTALLED",
+    "apply_patches",
+    "revert_patches",
+    "build_report",
+    "decide",
+    "context_of",
+]
 
 
 @dataclass
@@ -49,8 +75,9 @@ def note_import_failure(exc: BaseException) -> None:
         _raise_if_strict([_import_failure], read_config())
 
 
-def decide(found: Found, release: Optional[Tuple[int, ...]], version: Optional[str],
-           config: Config) -> Optional[Tuple[str, str]]:
+def decide(
+    found: Found, release: Optional[Tuple[int, ...]], version: Optional[str], config: Config
+) -> Optional[Tuple[str, str]]:
     """The state a patch is in without trying to apply it, with the reason; None when it is to be applied.
 
     The one place that decides: applying and reporting both ask it.
@@ -70,8 +97,13 @@ def decide(found: Found, release: Optional[Tuple[int, ...]], version: Optional[s
     return None
 
 
-def _apply_one(patch: Any, module: ModuleType, release: Optional[Tuple[int, ...]], version: Optional[str],
-               config: Optional[Config] = None) -> _Record:
+def _apply_one(
+    patch: Any,
+    module: ModuleType,
+    release: Optional[Tuple[int, ...]],
+    version: Optional[str],
+    config: Optional[Config] = None,
+) -> _Record:
     from .patching import PatchContext
 
     decided = decide(Found(patch.name, patch, module), release, version, config or read_config())
@@ -124,9 +156,15 @@ def apply_patches() -> Report:
         applied = [name for name, record in _records.items() if record.state == APPLIED]
         logger.info("trt_compat: torch-tensorrt %s, applied: %s", version, ", ".join(applied) or "none")
         # A patch skipped inside its range leaves the defect in place: strict mode treats that as a failure.
-        _raise_if_strict(list(config.problems) + [f"{name}: {record.state}: {record.reason}"
-                                                  for name, record in _records.items()
-                                                  if record.state in PROBLEM_STATES], config)
+        _raise_if_strict(
+            list(config.problems)
+            + [
+                f"{name}: {record.state}: {record.reason}"
+                for name, record in _records.items()
+                if record.state in PROBLEM_STATES
+            ],
+            config,
+        )
         return build_report()
 
 
@@ -171,10 +209,12 @@ def _raise_if_strict(problems: List[str], config: Config) -> None:
 def _settings(found: List[Found], config: Config) -> List[Setting]:
     from . import audit
 
-    settings = [Setting("strict", "on" if config.strict else "off", "environment" if config.strict else "default"),
-                Setting("audit", audit.mode(), audit.mode_source())]
+    settings = [
+        Setting("strict", "on" if config.strict else "off", "environment" if config.strict else "default"),
+        Setting("audit", audit.mode(), audit.mode_source()),
+    ]
     for entry in found:
-        for option in (entry.patch.options if entry.usable else ()):
+        for option in entry.patch.options if entry.usable else ():
             settings.append(Setting(option.name, option.value(), option.source()))
     return settings
 
@@ -189,8 +229,10 @@ def build_report() -> Report:
         notes = []
         if source == "module":
             versions["torch_tensorrt"] = version
-            notes.append(f"torch_tensorrt {version} has no package metadata (a source tree?); its version was read "
-                         "from torch_tensorrt.__version__")
+            notes.append(
+                f"torch_tensorrt {version} has no package metadata (a source tree?); its version was read "
+                "from torch_tensorrt.__version__"
+            )
         try:
             found = _discovery.discover()
         except Exception as exc:  # the patch folder itself cannot be read: a damaged install
@@ -205,11 +247,26 @@ def build_report() -> Report:
             else:
                 state, reason = decide(entry, release, version, config) or _pending()
             patch = entry.patch if entry.usable else None
-            statuses.append(PatchStatus(entry.name, patch.title if patch else "", patch.issue if patch else None,
-                                        patch.affects if patch else "", state, reason))
-        return Report(versions, statuses, config.strict, release_status(version, release),
-                      trt_compat_version=__version__, settings=_settings(found, config),
-                      newest_tested=newest_tested(), notes=notes)
+            statuses.append(
+                PatchStatus(
+                    entry.name,
+                    patch.title if patch else "",
+                    patch.issue if patch else None,
+                    patch.affects if patch else "",
+                    state,
+                    reason,
+                )
+            )
+        return Report(
+            versions,
+            statuses,
+            config.strict,
+            release_status(version, release),
+            trt_compat_version=__version__,
+            settings=_settings(found, config),
+            newest_tested=newest_tested(),
+            notes=notes,
+        )
 
 
 def _pending() -> Tuple[str, str]:
@@ -232,8 +289,9 @@ def on_torch_tensorrt_imported(_module: ModuleType) -> None:
     except Exception as exc:
         logger.warning("trt_compat: unexpected error while patching torch_tensorrt", exc_info=True)
         if read_config().strict:
-            raise PatchError(f"trt_compat (strict mode): unexpected error while patching torch_tensorrt: "
-                             f"{type(exc).__name__}: {exc}") from exc
+            raise PatchError(
+                f"trt_compat (strict mode): unexpected error while patching torch_tensorrt: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def find_option(name: str) -> Any:

@@ -1,4 +1,5 @@
 """Running ops on fake tensors the way torch.export does, for the passes and the audit."""
+
 import contextlib
 from typing import Any, Iterator
 

@@ -3,6 +3,7 @@
 The same idea as wrapt's post-import hooks, written here because importing wrapt 2.x pulls in asyncio and
 importlib.metadata (about 60 ms), and ``import trt_compat`` has to stay nearly free.
 """
+
 import sys
 import threading
 
@@ -75,8 +76,9 @@ def when_imported(name, hook):
     """
     key = (getattr(hook, "__module__", None), getattr(hook, "__qualname__", None))
     with _lock:
-        hooks = [h for h in _hooks.get(name, ()) if (getattr(h, "__module__", None),
-                                                       getattr(h, "__qualname__", None)) != key]
+        hooks = [
+            h for h in _hooks.get(name, ()) if (getattr(h, "__module__", None), getattr(h, "__qualname__", None)) != key
+        ]
         _hooks[name] = hooks + [hook]
         if not any(type(f).__name__ == "_PostImportFinder" for f in sys.meta_path):
             sys.meta_path.insert(0, _finder)

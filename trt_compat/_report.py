@@ -11,6 +11,7 @@ Patch states, each with a reason in the report:
 * ``reverted``       was applied, then trt_compat.revert() restored the originals
 * ``not_installed``  torch-tensorrt (or torch) is not installed: nothing to patch
 """
+
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional
 
@@ -58,9 +59,15 @@ class Report:
     notes: List[str] = field(default_factory=list)  # problems worth reading first (shadowed install, bad settings)
 
     def to_dict(self) -> dict:
-        return {"trt_compat": self.trt_compat_version, "versions": dict(self.versions), "strict": self.strict,
-                "release_status": self.release_status, "settings": [asdict(s) for s in self.settings],
-                "notes": list(self.notes), "patches": [asdict(p) for p in self.patches]}
+        return {
+            "trt_compat": self.trt_compat_version,
+            "versions": dict(self.versions),
+            "strict": self.strict,
+            "release_status": self.release_status,
+            "settings": [asdict(s) for s in self.settings],
+            "notes": list(self.notes),
+            "patches": [asdict(p) for p in self.patches],
+        }
 
     @property
     def failed(self) -> List[PatchStatus]:
@@ -92,5 +99,7 @@ class Report:
         if self.release_status != "untested":
             return self.release_status
         applied = ", ".join(p.name for p in self.patches if p.state == APPLIED) or "none"
-        return (f"untested release (tested: up to {self.newest_tested}); each patch decided by its version range and "
-                f"its feature check; applied: {applied}")
+        return (
+            f"untested release (tested: up to {self.newest_tested}); each patch decided by its version range and "
+            f"its feature check; applied: {applied}"
+        )

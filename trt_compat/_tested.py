@@ -6,6 +6,7 @@ rows marked verified in the release registry (tests/harness/releases.py). Any ot
 each patch is still decided by its version range and then by its own feature check (a target that moved is
 skipped with a reason), so a newer release gets the fixes whose targets are still there.
 """
+
 from typing import Optional, Tuple
 
 from ._detect import parse_version
@@ -34,7 +35,7 @@ UNKNOWN = "unknown"
 
 
 def release_status(version: Optional[str], release: Optional[Tuple[int, ...]]) -> str:
-    """"tested", "untested" or "unknown" (no torch-tensorrt, or a version that cannot be parsed).
+    """ "tested", "untested" or "unknown" (no torch-tensorrt, or a version that cannot be parsed).
 
     A nightly or release candidate counts as its release for the patch decisions, but it is not the
     wheel the matrix ran, so it is untested; a local build tag (``2.14.0+cu130``) is the same release.

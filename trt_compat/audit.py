@@ -19,6 +19,7 @@ nothing is wrapped, and importing this module imports neither torch nor torch_te
 runs in the graph's own fake mode, so on dynamic shapes it may add guards to its shape environment, as any
 re-trace would: audit is for diagnosing, not for production runs.
 """
+
 import contextlib
 import functools
 import logging
@@ -57,7 +58,9 @@ class Mismatch:
     propagated: str = ""
 
     def __str__(self) -> str:
-        return f"node '{self.node}' ({self.op}): meta['val'] is {self.recorded}, fake propagation gives {self.propagated}"
+        return (
+            f"node '{self.node}' ({self.op}): meta['val'] is {self.recorded}, fake propagation gives {self.propagated}"
+        )
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,10 @@ class Finding:
     propagated: str
 
     def __str__(self) -> str:
-        return (f"lowering pass '{self.pass_name}' broke meta['val'] of node '{self.node}' ({self.op}): "
-                f"meta['val'] is {self.recorded}, fake propagation gives {self.propagated}")
+        return (
+            f"lowering pass '{self.pass_name}' broke meta['val'] of node '{self.node}' ({self.op}): "
+            f"meta['val'] is {self.recorded}, fake propagation gives {self.propagated}"
+        )
 
 
 # importlib.reload() re-runs this file in the same namespace; the switch, the findings and the wrappers in
@@ -92,7 +97,7 @@ def is_enabled() -> bool:
 
 
 def mode() -> str:
-    """"metadata" when the audit is on, else "off" (for the report)."""
+    """ "metadata" when the audit is on, else "off" (for the report)."""
     return "metadata" if is_enabled() else "off"
 
 
@@ -249,8 +254,19 @@ _cache: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 def _signature(gm: Any) -> tuple:
     # Node ids and names, not nodes: the cached value must not keep the graph (and so its key) alive.
-    return tuple((id(node), node.name, node.op, str(node.target), str(node.args), str(node.kwargs),
-                  id(node.meta), id(node.meta.get("val"))) for node in gm.graph.nodes)
+    return tuple(
+        (
+            id(node),
+            node.name,
+            node.op,
+            str(node.target),
+            str(node.args),
+            str(node.kwargs),
+            id(node.meta),
+            id(node.meta.get("val")),
+        )
+        for node in gm.graph.nodes
+    )
 
 
 def _safe_mismatches(gm: Any, pass_name: str) -> Optional[List[Mismatch]]:
@@ -266,8 +282,9 @@ def _safe_mismatches(gm: Any, pass_name: str) -> Optional[List[Mismatch]]:
         _cache[gm] = (signature, result)
         return result
     except Exception as exc:
-        logger.warning("trt_compat audit: could not check the graph around pass '%s': %s: %s",
-                       pass_name, type(exc).__name__, exc)
+        logger.warning(
+            "trt_compat audit: could not check the graph around pass '%s': %s: %s", pass_name, type(exc).__name__, exc
+        )
         return None
 
 
@@ -292,8 +309,14 @@ def mismatches(gm: Any) -> List[Mismatch]:
         return []
 
     def fake(value: Any) -> Any:
-        return tree_map(lambda leaf: mode.from_tensor(leaf, static_shapes=True)
-                        if isinstance(leaf, torch.Tensor) and not isinstance(leaf, FakeTensor) else leaf, value)
+        return tree_map(
+            lambda leaf: (
+                mode.from_tensor(leaf, static_shapes=True)
+                if isinstance(leaf, torch.Tensor) and not isinstance(leaf, FakeTensor)
+                else leaf
+            ),
+            value,
+        )
 
     class Propagation(torch.fx.Interpreter):
         def run_node(self, node: Any) -> Any:
@@ -315,8 +338,14 @@ def mismatches(gm: Any) -> List[Mismatch]:
             continue
         if node not in interpreter.env:
             if failure is not None:
-                found.append(Mismatch(node.name, op_name(node), describe_value(_recorded(node)),
-                                      f"an error ({type(failure).__name__}: {str(failure).splitlines()[0][:200]})"))
+                found.append(
+                    Mismatch(
+                        node.name,
+                        op_name(node),
+                        describe_value(_recorded(node)),
+                        f"an error ({type(failure).__name__}: {str(failure).splitlines()[0][:200]})",
+                    )
+                )
             break
         recorded, fresh = _recorded(node), interpreter.env[node]
         if not _agrees(recorded, fresh):
@@ -348,7 +377,10 @@ def _agrees(recorded: Any, fresh: Any) -> bool:
         return _tensor_signature(recorded) == fresh_signature
     if isinstance(fresh, (tuple, list)):
         if any(_tensor_signature(leaf) is not None for leaf in fresh):
-            return (isinstance(recorded, (tuple, list)) and len(recorded) == len(fresh)
-                    and all(_agrees(r, f) for r, f in zip(recorded, fresh)))
+            return (
+                isinstance(recorded, (tuple, list))
+                and len(recorded) == len(fresh)
+                and all(_agrees(r, f) for r, f in zip(recorded, fresh))
+            )
     # Scalars, SymInts and None carry no tensor description that later passes rely on.
     return True

@@ -6,6 +6,7 @@ two views where the later view is consumed first (the order that misplaces metad
 view_to_reshape). Each step prints what it found and checks it against eager PyTorch or fake-tensor
 propagation; the exit status is 1 if any check fails.
 """
+
 import sys
 import warnings
 
@@ -69,8 +70,7 @@ def _same(a, b) -> bool:
 
 def run_demo(as_json: bool = False) -> int:
     import trt_compat
-    from trt_compat.patches.tuple_partition_inputs import boundary_problems, remember_partition, \
-        repair_submodule_inputs
+    from trt_compat.patches.tuple_partition_inputs import boundary_problems, remember_partition, repair_submodule_inputs
     from trt_compat.patches.tuple_pooling import TUPLE_POOLING_OPS, decompose_tuple_pooling
     from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
 
@@ -119,8 +119,12 @@ def run_demo(as_json: bool = False) -> int:
     remember_partition(parent)
     block = parent.submod_1
     problems = boundary_problems(block)
-    print(f"   block inputs upstream's construct_submodule_inputs would reject: {[p.name for p in problems]}"
-          f" (val type {type(problems[0].meta['val']).__name__})" if problems else "   none")
+    print(
+        f"   block inputs upstream's construct_submodule_inputs would reject: {[p.name for p in problems]}"
+        f" (val type {type(problems[0].meta['val']).__name__})"
+        if problems
+        else "   none"
+    )
     for note in repair_submodule_inputs(block):
         print(f"   repaired: {note}")
     flowing = {}
@@ -128,8 +132,12 @@ def run_demo(as_json: bool = False) -> int:
     parent(x)
     handle.remove()
     placeholders = [n for n in block.graph.nodes if n.op == "placeholder"]
-    exact = all(isinstance(p.meta.get("val"), torch.Tensor) and p.meta["val"].shape == t.shape
-                and p.meta["val"].dtype == t.dtype for p, t in zip(placeholders, flowing["args"]))
+    exact = all(
+        isinstance(p.meta.get("val"), torch.Tensor)
+        and p.meta["val"].shape == t.shape
+        and p.meta["val"].dtype == t.dtype
+        for p, t in zip(placeholders, flowing["args"])
+    )
     print(f"   after repair every block input describes the tensor that really flows: {exact}")
     checks += [bool(problems), exact, not boundary_problems(block)]
 

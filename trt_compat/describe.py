@@ -2,6 +2,7 @@
 
 Part of the patch-author API. Importing it imports nothing heavy; torch is looked up only once a value is described.
 """
+
 import sys
 from typing import Any
 
@@ -27,7 +28,7 @@ def op_key(op: Any) -> str:
     """One spelling for an op however it is given (``torch.ops.aten.x.default``, ``aten.x.default``, an OpOverload):
     ``aten.x.default``, the way torch_executed_ops entries and op names compare."""
     text = str(op)
-    return text[len("torch.ops."):] if text.startswith("torch.ops.") else text
+    return text[len("torch.ops.") :] if text.startswith("torch.ops.") else text
 
 
 MISSING = object()

@@ -14,6 +14,7 @@ A patch module imports torch at most (never torch_tensorrt at import time: its `
 Lowering pass lists are never edited in place: every change assigns a new list, so a compile that is iterating
 the old list while another thread applies or reverts a patch runs each of its passes exactly once.
 """
+
 import functools
 import importlib
 import logging
@@ -26,9 +27,22 @@ from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, T
 
 from ._errors import NotApplicable, PatchError, TargetChanged
 
-__all__ = ["Patch", "Defect", "Option", "PatchContext", "Changes", "Change", "TargetChanged", "NotApplicable",
-           "PatchError", "PatchDefinitionError", "lowering_pass", "post_lowering_passes", "pass_list",
-           "torch_executed_ops"]
+__all__ = [
+    "Patch",
+    "Defect",
+    "Option",
+    "PatchContext",
+    "Changes",
+    "Change",
+    "TargetChanged",
+    "NotApplicable",
+    "PatchError",
+    "PatchDefinitionError",
+    "lowering_pass",
+    "post_lowering_passes",
+    "pass_list",
+    "torch_executed_ops",
+]
 
 logger = logging.getLogger("trt_compat")
 
@@ -112,8 +126,13 @@ class Option:
             # A typo in the environment must not break the program that compiles: say so (once), use the default.
             if (self.env, raw) not in _option_warned:
                 _option_warned.add((self.env, raw))
-                logger.warning("trt_compat: ignoring %s=%r (expected one of %s); using %r", self.env, raw,
-                               ", ".join(self.choices), self.default)
+                logger.warning(
+                    "trt_compat: ignoring %s=%r (expected one of %s); using %r",
+                    self.env,
+                    raw,
+                    ", ".join(self.choices),
+                    self.default,
+                )
             return self.default
 
     def source(self) -> str:
@@ -158,8 +177,9 @@ class Patch:
         except PatchDefinitionError as exc:
             raise PatchDefinitionError(f"{where}: {exc}") from None
         if fixed is not None and fixed <= first:
-            raise PatchDefinitionError(f"{where}: fixed_in {self.fixed_in} is not after first_affected "
-                                       f"{self.first_affected}")
+            raise PatchDefinitionError(
+                f"{where}: fixed_in {self.fixed_in} is not after first_affected {self.first_affected}"
+            )
         for kind, items, cls in (("defects", self.defects, Defect), ("options", self.options, Option)):
             if not isinstance(items, tuple) or not all(isinstance(item, cls) for item in items):
                 raise PatchDefinitionError(f"{where}: {kind} must be a tuple of {cls.__name__}")
@@ -373,7 +393,9 @@ class PatchContext(Changes):
     def find_pass(self, manager: Any, name: str) -> Optional[Callable]:
         """The upstream pass called ``name`` in a pass manager, or None when this release has none."""
         for entry in pass_list(manager):
-            if getattr(entry, "__name__", None) == name and getattr(entry, "__module__", "").startswith("torch_tensorrt"):
+            if getattr(entry, "__name__", None) == name and getattr(entry, "__module__", "").startswith(
+                "torch_tensorrt"
+            ):
                 return entry
         return None
 
@@ -447,8 +469,9 @@ def post_lowering_passes(ctx: Optional[PatchContext] = None) -> Any:
     try:
         module = importlib.import_module("torch_tensorrt.dynamo.lowering.passes._aten_lowering_pass")
     except ImportError as exc:
-        raise TargetChanged(f"module torch_tensorrt.dynamo.lowering.passes._aten_lowering_pass cannot be imported "
-                            f"({exc})") from exc
+        raise TargetChanged(
+            f"module torch_tensorrt.dynamo.lowering.passes._aten_lowering_pass cannot be imported ({exc})"
+        ) from exc
     for name in ("ATEN_POST_LOWERING_PASSES", "ATEN_LOWERING_PASSES"):
         manager = getattr(module, name, None)
         if isinstance(getattr(manager, "passes", None), list):

@@ -13,6 +13,7 @@ sample runs on 2.2), and whether there is a GPU to build real engines on:
 
 Imports torch and torch_tensorrt when used, never at import.
 """
+
 import contextlib
 import importlib.util
 import inspect
@@ -53,8 +54,9 @@ class Probe:
         self.torch = torch
         self.torch_tensorrt = torch_tensorrt
         self.release: Tuple[int, ...] = release_of(getattr(torch_tensorrt, "__version__", None)) or (0, 0, 0)
-        self.on_gpu = bool(torch.cuda.is_available()) and not getattr(_tensorrt_module(), "IS_TRT_COMPAT_HARNESS_STANDIN",
-                                                                         False)
+        self.on_gpu = bool(torch.cuda.is_available()) and not getattr(
+            _tensorrt_module(), "IS_TRT_COMPAT_HARNESS_STANDIN", False
+        )
 
     # -- the torch.compile backend ----------------------------------------------------------------------------
     @property
@@ -88,8 +90,13 @@ class Probe:
         if not produced:
             raise RuntimeError("torch_tensorrt's compile_module never ran (the backend fell back to eager)")
         partitioned = produced[-1]
-        return Compiled(output, compiled, partitioned, [name for name, _ in self.accelerated_blocks(partitioned)],
-                        _torch_ops(partitioned))
+        return Compiled(
+            output,
+            compiled,
+            partitioned,
+            [name for name, _ in self.accelerated_blocks(partitioned)],
+            _torch_ops(partitioned),
+        )
 
     @contextlib.contextmanager
     def _block_inputs_on_cpu(self) -> Iterator[None]:
@@ -156,8 +163,9 @@ class Probe:
         """The fast partitioner's module (2.3+ also return the supported-ops record, 2.2 only the module)."""
         from torch_tensorrt.dynamo import partitioning
 
-        result = partitioning.fast_partition(gm, min_block_size=min_block_size,
-                                             torch_executed_ops=set(torch_executed_ops))
+        result = partitioning.fast_partition(
+            gm, min_block_size=min_block_size, torch_executed_ops=set(torch_executed_ops)
+        )
         return result[0] if isinstance(result, tuple) else result
 
     @staticmethod
@@ -169,11 +177,13 @@ class Probe:
         from torch_tensorrt.dynamo import partitioning
 
         if hasattr(partitioning, "construct_submodule_inputs"):
-            return [(tuple(i.shape), i.dtype.to(self.torch.dtype))
-                    for i in partitioning.construct_submodule_inputs(block)]
+            return [
+                (tuple(i.shape), i.dtype.to(self.torch.dtype)) for i in partitioning.construct_submodule_inputs(block)
+            ]
         # 2.2.0 runs the parent module on sample inputs with a hook on the block.
-        built = partitioning.get_submod_inputs(partitioned, block, self.torch_tensorrt.Input.from_tensors(list(inputs)),
-                                               "cpu")
+        built = partitioning.get_submod_inputs(
+            partitioned, block, self.torch_tensorrt.Input.from_tensors(list(inputs)), "cpu"
+        )
         return [(tuple(i.shape), i.torch_dtype) for i in built]
 
     def flowing_inputs(self, partitioned: Any, *inputs: Any) -> Dict[str, List[Tuple[tuple, Any]]]:
@@ -182,6 +192,7 @@ class Probe:
         seen: Dict[str, List[Tuple[tuple, Any]]] = {}
         handles = []
         for name, block in self.accelerated_blocks(partitioned):
+
             def record(_module: Any, args: Any, name: str = name) -> None:
                 seen[name] = [(tuple(a.shape), a.dtype) for a in args if isinstance(a, torch.Tensor)]
 
@@ -198,8 +209,10 @@ class Probe:
         """None when every accelerated block's Inputs describe the tensors that flow into it, else what is wrong
         (including the error upstream raised while building them)."""
         try:
-            built = {name: self.block_inputs(partitioned, block, *inputs)
-                     for name, block in self.accelerated_blocks(partitioned)}
+            built = {
+                name: self.block_inputs(partitioned, block, *inputs)
+                for name, block in self.accelerated_blocks(partitioned)
+            }
         except Exception as exc:
             return f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
         flowing = self.flowing_inputs(partitioned, *inputs)

@@ -14,6 +14,7 @@
 version range, which is the engine's decision) and undoes it afterwards, failing if the undo was not exact.
 ``stub_post_lowering(passes)`` stands in for Torch-TensorRT's post-lowering pass manager.
 """
+
 import contextlib
 import sys
 import types

@@ -6,6 +6,7 @@ defect?) and with every patch this release needs applied, as configured (is it f
 was found: applied wherever it was. With CUDA and TensorRT the reproducers build real engines and compare them with
 eager PyTorch within a tolerance; without them they compile in dryrun and compare bit for bit.
 """
+
 import json
 import sys
 import time
@@ -61,19 +62,31 @@ class VerifyReport:
         return not self.problems and all(result.ok for result in self.defects)
 
     def to_dict(self) -> dict:
-        return {"versions": self.versions, "mode": self.mode, "ok": self.ok, "problems": self.problems,
-                "defects": [dict(asdict(r), verdict=r.verdict) for r in self.defects]}
+        return {
+            "versions": self.versions,
+            "mode": self.mode,
+            "ok": self.ok,
+            "problems": self.problems,
+            "defects": [dict(asdict(r), verdict=r.verdict) for r in self.defects],
+        }
 
     def __str__(self) -> str:
-        lines = [f"torch-tensorrt {self.versions.get('torch_tensorrt') or 'not installed'}, torch "
-                 f"{self.versions.get('torch') or 'not installed'}; {self.mode}", ""]
+        lines = [
+            f"torch-tensorrt {self.versions.get('torch_tensorrt') or 'not installed'}, torch "
+            f"{self.versions.get('torch') or 'not installed'}; {self.mode}",
+            "",
+        ]
         if self.defects:
             rows = [("defect", "patch", "without trt_compat", "with trt_compat", "verdict")]
             rows += [(r.key, r.patch, _cell(r.without), _cell(r.with_trt_compat), r.verdict) for r in self.defects]
             widths = [max(len(row[i]) for row in rows) for i in range(4)]
             lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[4] for row in rows]
-            details = [(r.key, side, outcome.detail) for r in self.defects
-                       for side, outcome in (("without", r.without), ("with", r.with_trt_compat)) if outcome.detail]
+            details = [
+                (r.key, side, outcome.detail)
+                for r in self.defects
+                for side, outcome in (("without", r.without), ("with", r.with_trt_compat))
+                if outcome.detail
+            ]
             if details:
                 lines += ["", "details:"] + [f"  {key} ({side} trt_compat): {detail}" for key, side, detail in details]
         lines += [f"problem: {problem}" for problem in self.problems]
@@ -125,18 +138,25 @@ def verify() -> VerifyReport:
     from .probing import Probe
 
     probe = Probe()
-    report.mode = ("TensorRT engines on the GPU, compared with eager within 1e-2" if probe.on_gpu else
-                   "dryrun on the CPU (no GPU or TensorRT here): Torch-TensorRT's compiler runs, no engine is built; "
-                   "outputs compared with eager bit for bit")
-    defects = [(entry.name, defect) for entry in _discovery.discover() if entry.usable for defect in entry.patch.defects]
+    report.mode = (
+        "TensorRT engines on the GPU, compared with eager within 1e-2"
+        if probe.on_gpu
+        else "dryrun on the CPU (no GPU or TensorRT here): Torch-TensorRT's compiler runs, no engine is built; "
+        "outputs compared with eager bit for bit"
+    )
+    defects = [
+        (entry.name, defect) for entry in _discovery.discover() if entry.usable for defect in entry.patch.defects
+    ]
     try:
         trt_compat.revert()
         without = [_run(defect.check, probe) for _, defect in defects]
     finally:
         trt_compat.apply()
     with_ = [_run(defect.check, probe) for _, defect in defects]
-    report.defects = [DefectResult(defect.key, defect.title, name, before, after)
-                      for (name, defect), before, after in zip(defects, without, with_)]
+    report.defects = [
+        DefectResult(defect.key, defect.title, name, before, after)
+        for (name, defect), before, after in zip(defects, without, with_)
+    ]
     return report
 
 

@@ -3,6 +3,7 @@
 Plain module (no pytest), so tests/integration can check that the offline harness is recognised.
 Nothing here imports torch_tensorrt: the GPU tests import trt_compat first, as a deployment does.
 """
+
 import importlib.util
 from pathlib import Path
 
@@ -21,8 +22,10 @@ def tensorrt_problem():
     target = getattr(tensorrt, "_target_module", None) or tensorrt
     origin = Path(getattr(target, "__file__", None) or "/").resolve()
     if getattr(target, "IS_TRT_COMPAT_HARNESS_STANDIN", False) or HARNESS_STANDIN in origin.parents:
-        return ("tensorrt is trt_compat's offline-harness stand-in (tests/harness/standin), not TensorRT: "
-                "it cannot build engines")
+        return (
+            "tensorrt is trt_compat's offline-harness stand-in (tests/harness/standin), not TensorRT: "
+            "it cannot build engines"
+        )
     return None
 
 

@@ -5,6 +5,7 @@ match the tensors that flow, partitioning succeeds); only here are those graphs 
 
 `import trt_compat` comes first and torch_tensorrt is imported inside the fixture, as a deployment does.
 """
+
 import pytest
 
 from tests.gpu import gpu_env
@@ -13,9 +14,9 @@ _REASON = gpu_env.unavailable_reason()
 if _REASON:
     pytest.skip(f"GPU tier not runnable here: {_REASON}", allow_module_level=True)
 
-import trt_compat  # noqa: E402,F401  (before torch_tensorrt: its post-import hook applies the patches)
 import torch  # noqa: E402
 
+import trt_compat  # noqa: E402,F401  (before torch_tensorrt: its post-import hook applies the patches)
 from tests.helpers.models import SMOKE_MODELS, smoke_model  # noqa: E402
 
 pytestmark = pytest.mark.gpu
@@ -49,8 +50,9 @@ def test_dynamo_compile_matches_eager(torch_tensorrt, name):
     model, x = on_gpu(name)
     with torch.no_grad():
         expected = model(x)
-        compiled = torch_tensorrt.compile(model, ir="dynamo", inputs=[x], min_block_size=1,
-                                          enabled_precisions={torch.float32})
+        compiled = torch_tensorrt.compile(
+            model, ir="dynamo", inputs=[x], min_block_size=1, enabled_precisions={torch.float32}
+        )
         assert engines_in(compiled), "no TensorRT engine was built"
         torch.testing.assert_close(compiled(x), expected, **TOLERANCE)
 
@@ -61,9 +63,11 @@ def test_torch_compile_backend_matches_eager(torch_tensorrt, name):
     torch._dynamo.reset()
     try:
         # pass_through_build_failures: a failed engine build must fail the test, not fall back to eager.
-        compiled = torch.compile(model, backend="torch_tensorrt",
-                                 options={"min_block_size": 1, "pass_through_build_failures": True,
-                                          "enabled_precisions": {torch.float32}})
+        compiled = torch.compile(
+            model,
+            backend="torch_tensorrt",
+            options={"min_block_size": 1, "pass_through_build_failures": True, "enabled_precisions": {torch.float32}},
+        )
         with torch.no_grad():
             torch.testing.assert_close(compiled(x), model(x), **TOLERANCE)
     finally:

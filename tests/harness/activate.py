@@ -17,6 +17,7 @@ torch and torch_tensorrt themselves are the real, installed packages, untouched 
 venv builder only moved their native .so files aside). prepare() does not import torch_tensorrt: the
 caller decides when, so that import hooks registered before it still see the real import.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -101,8 +102,9 @@ def _install_standin() -> None:
         # 2.12+ replaces sys.modules["tensorrt"] with a proxy wrapping the module; look through it.
         target = getattr(loaded, "_target_module", None)
         if not getattr(target, "IS_TRT_COMPAT_HARNESS_STANDIN", False):
-            raise RuntimeError(f"a real tensorrt module is already imported ({loaded!r}); the harness "
-                               "must not shadow it")
+            raise RuntimeError(
+                f"a real tensorrt module is already imported ({loaded!r}); the harness must not shadow it"
+            )
     if str(STANDIN) not in sys.path:
         # Front of the path: the stand-in must win over any half-installed tensorrt distribution.
         sys.path.insert(0, str(STANDIN))
@@ -148,7 +150,8 @@ class _TorchTensorRTCFinder:
 
         # A package, so that torch_tensorrt._C.ts is found next to it by the ordinary path finder.
         return importlib.util.spec_from_file_location(
-            fullname, self.FOLDER / "__init__.py", submodule_search_locations=[str(self.FOLDER)])
+            fullname, self.FOLDER / "__init__.py", submodule_search_locations=[str(self.FOLDER)]
+        )
 
 
 _safe_mode_library = None  # keeps the torch.library registration alive

@@ -17,6 +17,7 @@ Steps (each timed):
 
 Stdlib only: this runs before any venv exists.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -103,9 +104,14 @@ def up_to_date(venv: Path, want: dict) -> bool:
 def package_dir(python: Path) -> Path:
     # find_spec locates the package without executing its __init__ (which would fail before step 4).
     out = subprocess.run(
-        [str(python), "-c",
-         "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('torch_tensorrt').origin))"],
-        check=True, capture_output=True, text=True,
+        [
+            str(python),
+            "-c",
+            "import importlib.util, os; print(os.path.dirname(importlib.util.find_spec('torch_tensorrt').origin))",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return Path(out.stdout.strip())
 
@@ -134,11 +140,11 @@ def move_aside(pkg: Path, patterns) -> list:
 
 def smoke_test(python: Path) -> str:
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from tests.harness import activate; info = activate.prepare()\n"
         "import torch, torch_tensorrt\n"
         "print(torch_tensorrt.__version__, torch.__version__, info['tensorrt'])\n"
-    ) % str(REPO)
+    )
     out = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True)
     return out.stdout.strip().splitlines()[-1]
 
@@ -157,8 +163,10 @@ def main(argv=None) -> int:
     timings = {}
 
     if up_to_date(venv, want):
-        log(f"{venv} already built for torch-tensorrt {wheel} (recipe {want['hash']}): nothing to do "
-            f"({time.monotonic() - started:.2f}s)")
+        log(
+            f"{venv} already built for torch-tensorrt {wheel} (recipe {want['hash']}): nothing to do "
+            f"({time.monotonic() - started:.2f}s)"
+        )
         return 0
     if not release.verified:
         log(f"note: {release.line} has not been verified on this harness; its extra needs:")
@@ -190,8 +198,15 @@ def main(argv=None) -> int:
 
     size = disk_usage(venv)
     total = round(time.monotonic() - started, 1)
-    marker = dict(want, package_dir=str(pkg), moved_aside=moved, built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                  seconds=timings, total_seconds=total, bytes=size)
+    marker = dict(
+        want,
+        package_dir=str(pkg),
+        moved_aside=moved,
+        built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        seconds=timings,
+        total_seconds=total,
+        bytes=size,
+    )
     (venv / MARKER).write_text(json.dumps(marker, indent=2) + "\n")
     log(f"done in {total}s; venv size {size / 2**30:.2f} GiB; marker {venv / MARKER}")
     return 0

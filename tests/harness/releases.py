@@ -26,6 +26,7 @@ Sources of each field:
 
 This module is stdlib only: make_env.py imports it with whatever python3 is on the machine.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -168,8 +169,10 @@ RELEASES: Dict[str, Release] = {
             dryrun="native",
             has_view_to_reshape=True,
             standin_extras=("qdp_plugin",),
-            needs=("dynamo.conversion.plugins imports tensorrt.plugin and tensorrt.plugin._lib.QDP_REGISTRY "
-                   "unconditionally: stand-in package tests/harness/standin_extras/qdp_plugin",),
+            needs=(
+                "dynamo.conversion.plugins imports tensorrt.plugin and tensorrt.plugin._lib.QDP_REGISTRY "
+                "unconditionally: stand-in package tests/harness/standin_extras/qdp_plugin",
+            ),
             verified=True,
         ),
         Release(

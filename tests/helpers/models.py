@@ -6,6 +6,7 @@
 * transformer_views: a pre-norm transformer block whose attention is written with view/transpose (#3221);
 * mixed: a CNN stem with used pooling indices and a ceil_mode pool around a transformer block over the pixels.
 """
+
 import torch
 
 

@@ -1,4 +1,5 @@
 """What the pooling test modules share: the ATen ops by spatial rank, and how two results must agree."""
+
 import torch
 
 aten = torch.ops.aten

@@ -1,4 +1,5 @@
 """Fresh interpreters for the tests whose subject is import order, reloads or the command line."""
+
 import os
 import subprocess
 import sys
@@ -17,17 +18,30 @@ def clean_env(**env: str) -> dict:
     return full
 
 
-def run_python(code: str, *args: str, cwd: Optional[Path] = None, flags: tuple = (),
-               **env: str) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, *args: str, cwd: Optional[Path] = None, flags: tuple = (), **env: str
+) -> subprocess.CompletedProcess:
     """``python [flags] -c code args...`` in a fresh interpreter (``code`` is dedented)."""
-    return subprocess.run([sys.executable, *flags, "-c", textwrap.dedent(code), *args], capture_output=True,
-                          text=True, env=clean_env(**env), cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, *flags, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(**env),
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def run_cli(*args: str, cwd: Optional[Path] = None, flags: tuple = (), **env: str) -> subprocess.CompletedProcess:
     """``python [flags] -m trt_compat args...``."""
-    return subprocess.run([sys.executable, *flags, "-m", "trt_compat", *args], capture_output=True, text=True,
-                          env=clean_env(**env), cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, *flags, "-m", "trt_compat", *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(**env),
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def output_of(code: str, **env: str) -> str:

@@ -6,6 +6,7 @@ Upstream functions are always reached through their module at call time (`partit
 `lowering.post_lowering`), never bound at import, so that what a test calls is whatever trt_compat has (or has not)
 put there. Imported only where torch_tensorrt is installed (the integration suites).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,12 +23,13 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch_tensorrt.dynamo import lowering, partitioning
+from trt_compat.patches.tuple_partition_inputs import POOL_IN_TORCH, make_pool_meta_stale  # noqa: F401  (re-exported)
 
 from tests.harness import activate
-from trt_compat.patches.tuple_partition_inputs import POOL_IN_TORCH, make_pool_meta_stale  # noqa: F401  (re-exported)
 
 aten = torch.ops.aten
 REPO = Path(__file__).resolve().parents[2]
+
 
 @dataclass(frozen=True)
 class Upstream:
@@ -193,7 +195,6 @@ UPSTREAM = {
 }
 
 
-
 def view_input():
     return torch.randn(2, 3, 4)
 
@@ -233,8 +234,11 @@ def post_lowering_pass_names():
 
 
 # 2.14's decomposition table turns aten.view into aten._reshape_copy before lowering ever runs.
-VIEW_LIKE = tuple(op for op in (aten.view.default, aten.reshape.default,
-                                getattr(getattr(aten, "_reshape_copy", None), "default", None)) if op is not None)
+VIEW_LIKE = tuple(
+    op
+    for op in (aten.view.default, aten.reshape.default, getattr(getattr(aten, "_reshape_copy", None), "default", None))
+    if op is not None
+)
 
 
 def view_nodes(gm):
@@ -264,8 +268,11 @@ def fake_prop_shapes(gm, *inputs):
     graph.output(graph.graph_copy(gm.graph, copies))
     clone = torch.fx.GraphModule(gm, graph)
     FakeTensorProp(clone, FakeTensorMode(allow_non_fake_inputs=True)).propagate(*inputs)
-    return {old.name: tuple(new.meta["val"].shape) for old, new in copies.items()
-            if isinstance(new.meta.get("val"), torch.Tensor)}
+    return {
+        old.name: tuple(new.meta["val"].shape)
+        for old, new in copies.items()
+        if isinstance(new.meta.get("val"), torch.Tensor)
+    }
 
 
 def max_pool_nodes(gm):
@@ -291,8 +298,10 @@ def tensors_flowing_into_blocks(partitioned, x):
     seen = {}
     handles = []
     for name, block in acc_blocks(partitioned):
+
         def record(_module, args, name=name):
             seen[name] = [a for a in args if isinstance(a, torch.Tensor)]
+
         handles.append(block.register_forward_pre_hook(record))
     try:
         with torch.no_grad():
@@ -329,8 +338,11 @@ def dryrun_compile(model, x, monkeypatch):
         return result
 
     monkeypatch.setattr(backends, "compile_module", spy)
-    compiled = torch.compile(model, backend="torch_tensorrt",
-                             options={"dryrun": True, "min_block_size": 1, "pass_through_build_failures": True})
+    compiled = torch.compile(
+        model,
+        backend="torch_tensorrt",
+        options={"dryrun": True, "min_block_size": 1, "pass_through_build_failures": True},
+    )
     with torch.no_grad():
         out = compiled(x)
     assert len(produced) == 1, "torch_tensorrt's compile_module did not run exactly once"
@@ -353,8 +365,13 @@ def run_activation(extra_env=None):
     """A fresh interpreter doing what a deployment does: `import trt_compat` first, then torch_tensorrt."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRT_COMPAT_")}
     env.update(extra_env or {})
-    done = subprocess.run([sys.executable, "-c", ACTIVATION_SCRIPT.format(repo=str(REPO))],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", ACTIVATION_SCRIPT.format(repo=str(REPO))],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["torch_imported_by_trt_compat"] is False, "`import trt_compat` must not import torch"
@@ -367,8 +384,10 @@ def states(report):
 
 def expected_patch_states(stated_ranges, release):
     """What the report must say of each patch on ``release``, from the independently stated ranges."""
-    return {name: "applied" if first <= release and (fixed is None or release < fixed) else "not_needed"
-            for name, (first, fixed) in stated_ranges.items()}
+    return {
+        name: "applied" if first <= release and (fixed is None or release < fixed) else "not_needed"
+        for name, (first, fixed) in stated_ranges.items()
+    }
 
 
 def stated_ranges() -> dict:
@@ -387,5 +406,5 @@ def stated_ranges() -> dict:
                 if node.targets[0].id == "STATED_RANGES":
                     ranges.update(ast.literal_eval(node.value))
                 elif node.targets[0].id == "STATED_RANGE":
-                    ranges[path.stem[len("test_"):]] = ast.literal_eval(node.value)
+                    ranges[path.stem[len("test_") :]] = ast.literal_eval(node.value)
     return ranges

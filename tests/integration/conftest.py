@@ -17,6 +17,7 @@ Without torch-tensorrt installed (e.g. the CPU unit-test venv) nothing is prepar
 module skips itself with the reason from activate.unavailable_reason(): a skip raised in a conftest
 given on the command line aborts pytest instead of skipping.
 """
+
 import logging
 import sys
 
@@ -29,6 +30,7 @@ HARNESS_INFO = None
 if UNAVAILABLE is None:
     HARNESS_INFO = activate.prepare()
     import torch_tensorrt  # noqa: E402,F401  (real upstream, imported before any test module)
+
     import trt_compat  # noqa: E402
 
     trt_compat.revert()

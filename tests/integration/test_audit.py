@@ -5,6 +5,7 @@ reshape node another node's shape (or none), and 2.2-2.4's replace_max_pool_with
 leaves a tuple val (2.4) or none (2.2, 2.3) on a single-tensor node (#3185). With trt_compat's fixes in
 place the same lowering is silent.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -23,12 +23,12 @@ if _REASON:
     pytest.skip(_REASON, allow_module_level=True)
 
 import torch  # noqa: E402
+from trt_compat.patches.tuple_partition_inputs import ConvCeilPool  # noqa: E402
+from trt_compat.patches.view_to_reshape_metadata import ThreeViews  # noqa: E402
 
 # The reproducers of the defects the audit has to catch (the patches' own), and what upstream does with them on
 # each release: the audit must find exactly what that table measured.
 from tests.helpers.upstream import REPO, UPSTREAM, export_and_lower  # noqa: E402
-from trt_compat.patches.tuple_partition_inputs import ConvCeilPool  # noqa: E402
-from trt_compat.patches.view_to_reshape_metadata import ThreeViews  # noqa: E402
 
 # The fused max_pool2d's val as the audit describes it, by test_defects' pool_meta_after_lowering; a
 # correct "tensor" gives no finding.
@@ -164,7 +164,11 @@ def run_with_env(**env):
     full.update(env)
     done = subprocess.run(
         [sys.executable, "-c", AUDIT_SCRIPT.format(repo=str(REPO))],
-        env=full, capture_output=True, text=True, timeout=300)
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
@@ -175,7 +179,9 @@ def test_env_var_audit_on_the_real_activation_path(expected):
     assert len(result["findings"]) == expected[0], result
     if expected[0]:
         assert result["states"]["view_to_reshape_metadata"] == "disabled"
-        assert all(f.startswith("lowering pass 'view_to_reshape' broke meta['val'] of node 'reshape_default")
-                   for f in result["findings"]), result
+        assert all(
+            f.startswith("lowering pass 'view_to_reshape' broke meta['val'] of node 'reshape_default")
+            for f in result["findings"]
+        ), result
         assert "trt_compat WARNING trt_compat audit: lowering pass 'view_to_reshape'" in log
     print("\n".join(["TRT_COMPAT_AUDIT=1 TRT_COMPAT_DISABLE=view_to_reshape_metadata:"] + result["findings"]))

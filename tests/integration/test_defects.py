@@ -5,6 +5,7 @@ tests/helpers/upstream.py), defect or not: when a new wheel or torch changes tha
 the table (and maybe a patch's version range) needs a look, instead of a fix silently becoming moot or a defect
 silently appearing. "With trt_compat" tests assert the correct result.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,6 +21,9 @@ if _REASON:
 import torch  # noqa: E402
 from torch_tensorrt.dynamo import partitioning  # noqa: E402
 from torch_tensorrt.dynamo.lowering.passes import _aten_lowering_pass as aten_passes  # noqa: E402
+from trt_compat.patches.tuple_partition_inputs import ConvCeilPool  # noqa: E402
+from trt_compat.patches.tuple_pooling import PoolIndicesViews  # noqa: E402
+from trt_compat.patches.view_to_reshape_metadata import ThreeViews  # noqa: E402
 
 from tests.helpers.upstream import (  # noqa: E402
     TUPLE_VAL_ERROR,
@@ -44,9 +48,6 @@ from tests.helpers.upstream import (  # noqa: E402
     view_mismatches,
     view_nodes,
 )
-from trt_compat.patches.tuple_partition_inputs import ConvCeilPool  # noqa: E402
-from trt_compat.patches.tuple_pooling import PoolIndicesViews  # noqa: E402
-from trt_compat.patches.view_to_reshape_metadata import ThreeViews  # noqa: E402
 
 aten = torch.ops.aten
 
@@ -55,7 +56,8 @@ aten = torch.ops.aten
 def expect(release_row):
     assert release_row.line in UPSTREAM, (
         f"add a row for torch-tensorrt {release_row.line} to UPSTREAM in tests/helpers/upstream.py: what unpatched "
-        "upstream does there, measured (tests/integration/test_matrix.py prints it)")
+        "upstream does there, measured (tests/integration/test_matrix.py prints it)"
+    )
     return UPSTREAM[release_row.line]
 
 
@@ -110,8 +112,7 @@ def test_3185_user_lowering_pass_with_stale_meta(upstream, expect, release_row):
     try:
         gm = export_and_lower(make_model(ConvCeilPool), image_input(), release_row)
     finally:
-        index = next(i for i, p in enumerate(activate.post_lowering_manager().passes)
-                     if p is make_pool_meta_stale)
+        index = next(i for i, p in enumerate(activate.post_lowering_manager().passes) if p is make_pool_meta_stale)
         aten_passes._remove_lowering_pass(index=index)
     assert make_pool_meta_stale not in activate.post_lowering_manager().passes
     (pool,) = max_pool_nodes(gm)
@@ -129,8 +130,10 @@ def _lowered_pool_graph(release_row, expect):
 
 def requires_construct_submodule_inputs():
     if not hasattr(partitioning, "construct_submodule_inputs"):
-        pytest.skip("no construct_submodule_inputs on this release (2.2.0 runs the module on sample inputs to "
-                    "find each block's inputs, so no metadata reaches them)")
+        pytest.skip(
+            "no construct_submodule_inputs on this release (2.2.0 runs the module on sample inputs to "
+            "find each block's inputs, so no metadata reaches them)"
+        )
 
 
 def test_3185_partition_inputs_without_trt_compat(upstream, expect, release_row):
@@ -160,7 +163,6 @@ def test_3185_partition_inputs_with_trt_compat(shim, expect, release_row):
 
 
 # ------------------------------------------------------------------------------ dryrun torch.compile
-
 
 
 def test_dryrun_ceil_pool_without_trt_compat(upstream, expect, dryrun_on_cpu, fresh_dynamo, monkeypatch):
@@ -229,8 +231,10 @@ def test_activation_path_applies_the_patches_the_release_needs(release, harness_
     assert report["versions"]["torch_tensorrt"] == harness_info["wheel"]
     found = states(report)
     for name in found:
-        assert name in stated_ranges, (f"add a row for {name}: STATED_RANGE = (first release that needs it, first "
-                                       f"that no longer does) in tests/integration/test_{name}.py")
+        assert name in stated_ranges, (
+            f"add a row for {name}: STATED_RANGE = (first release that needs it, first "
+            f"that no longer does) in tests/integration/test_{name}.py"
+        )
     assert found == expected_patch_states(stated_ranges, release), report
 
 

@@ -6,6 +6,7 @@ pass list swapped for a tuple), or come from the real install itself (imported w
 fails), from threads, and from importlib.reload. In-process cases restore everything through monkeypatch and
 trt_compat.revert(); the rest run in a fresh interpreter.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,13 +33,18 @@ CONSTRUCT = "torch_tensorrt.dynamo.partitioning.construct_submodule_inputs"
 def pristine():
     """What trt_compat may change, by identity."""
     # 2.2.0 has no construct_submodule_inputs (and tuple_partition_inputs is not needed there).
-    return (list(activate.post_lowering_manager().passes), getattr(partitioning, "construct_submodule_inputs", None),
-            partitioning.fast_partition, partitioning.global_partition)
+    return (
+        list(activate.post_lowering_manager().passes),
+        getattr(partitioning, "construct_submodule_inputs", None),
+        partitioning.fast_partition,
+        partitioning.global_partition,
+    )
 
 
 def same(a, b):
-    return all(x is y for x, y in zip(a[0], b[0])) and len(a[0]) == len(b[0]) and all(
-        x is y for x, y in zip(a[1:], b[1:]))
+    return (
+        all(x is y for x, y in zip(a[0], b[0])) and len(a[0]) == len(b[0]) and all(x is y for x, y in zip(a[1:], b[1:]))
+    )
 
 
 @pytest.fixture
@@ -280,7 +286,8 @@ def test_reloads():
 @pytest.mark.parametrize("strict", ["", "1"])
 def test_broken_trt_compat_install_never_fails_the_import(strict):
     """trt_compat's own engine cannot be loaded (a damaged install): torch_tensorrt still imports."""
-    result = run("""
+    result = run(
+        """
         sys.modules["trt_compat._engine"] = None  # what a missing or unreadable _engine.py looks like to import
         activate.prepare()
         try:
@@ -289,12 +296,13 @@ def test_broken_trt_compat_install_never_fails_the_import(strict):
         except trt_compat.PatchError as exc:
             outcome = str(exc)
         print(json.dumps({"outcome": outcome, "loaded": "torch_tensorrt" in sys.modules}))
-    """, TRT_COMPAT_STRICT=strict)
+    """,
+        TRT_COMPAT_STRICT=strict,
+    )
     if strict:
         assert result["outcome"] == "trt_compat (strict mode): cannot load its engine; nothing patched", result
     else:
         assert result == {"outcome": "imported", "loaded": True}
-
 
 
 # ---------------------------------------------------------------------------------- edits during a compile in flight
@@ -304,10 +312,10 @@ def test_revert_during_post_lowering_neither_skips_nor_repeats_a_pass(tc, releas
     """A revert() from another thread while post_lowering iterates the pass list (done here from a pass) once
     deleted from that very list: the next pass was skipped (on 2.5.0, 3 views left unconverted)."""
     import torch
+    from torch_tensorrt.dynamo.lowering.passes import _aten_lowering_pass as registry
+    from trt_compat.patches.tuple_pooling import PoolIndicesViews, is_tuple_pooling_node
 
     from tests.helpers.upstream import export_and_lower
-    from trt_compat.patches.tuple_pooling import PoolIndicesViews, is_tuple_pooling_node
-    from torch_tensorrt.dynamo.lowering.passes import _aten_lowering_pass as registry
 
     ran = []
 

@@ -15,6 +15,7 @@ The defects are whatever the patches declare (``PATCH.defects``): each one's own
 - the patch states of `import trt_compat; import torch_tensorrt` must match each patch's stated range;
 - smoke runs *without* trt_compat are findings: recorded (model, level, error), not asserted.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -54,6 +55,7 @@ from trt_compat.verify import NOT_APPLICABLE, PRESENT, _run  # noqa: E402
 
 RESULTS_ENV = "TRT_COMPAT_RESULTS_DIR"
 
+
 def _declared_defects():
     """(patch, defect) for every defect a usable patch declares, in the patches' order."""
     return [(entry.patch, defect) for entry in _discovery.discover() if entry.usable for defect in entry.patch.defects]
@@ -61,10 +63,18 @@ def _declared_defects():
 
 RESULTS = {
     "defects": {defect.key: {"title": defect.title, "patch": patch.name} for patch, defect in _declared_defects()},
-    "patches": {entry.name: {"title": entry.patch.title, "issue": entry.patch.issue, "affects": entry.patch.affects,
-                             "why": entry.patch.why}
-                for entry in _discovery.discover() if entry.usable},
-    "smoke": {}, "patch_states": {},
+    "patches": {
+        entry.name: {
+            "title": entry.patch.title,
+            "issue": entry.patch.issue,
+            "affects": entry.patch.affects,
+            "why": entry.patch.why,
+        }
+        for entry in _discovery.discover()
+        if entry.usable
+    },
+    "smoke": {},
+    "patch_states": {},
 }
 
 
@@ -88,8 +98,7 @@ def write_results(harness_info):
             "trt_compat_commit": _source_commit(),
             "python": platform.python_version(),
         },
-        harness={"standin_extras": harness_info["standin_extras"],
-                 "dryrun": harness_info["row"].dryrun},
+        harness={"standin_extras": harness_info["standin_extras"], "dryrun": harness_info["row"].dryrun},
     )
     Path(folder).mkdir(parents=True, exist_ok=True)
     path = Path(folder) / f"{harness_info['release']}.json"
@@ -107,8 +116,9 @@ def _source_commit() -> str:
 
     try:
         head = git("rev-parse", "--short=12", "HEAD")
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", "trt_compat", "patches", "tests",
-                      "setup.py")
+        changed = git(
+            "status", "--porcelain", "--untracked-files=no", "--", "trt_compat", "patches", "tests", "setup.py"
+        )
     except OSError:
         return "unknown"
     if head.returncode != 0 or changed.returncode != 0:
@@ -130,7 +140,7 @@ def _measure(side):
     """Run every declared defect's reproducer; record and return {key: Outcome}."""
     probe = Probe()
     outcomes = {}
-    for patch, defect in _declared_defects():
+    for _patch, defect in _declared_defects():
         torch._dynamo.reset()
         outcome = _run(defect.check, probe)
         entry = RESULTS["defects"][defect.key]
@@ -147,8 +157,11 @@ def test_defects_without_trt_compat(upstream, release):
     errors = {key: o.detail for key, o in outcomes.items() if o.status == "error"}
     assert not errors, f"reproducers that could not run on pristine upstream: {errors}"
     owner = {defect.key: patch for patch, defect in _declared_defects()}
-    uncovered = [f"{key} (patch {owner[key].name}, {owner[key].affects})" for key, o in outcomes.items()
-                 if o.status == PRESENT and not owner[key].needed_on(release)]
+    uncovered = [
+        f"{key} (patch {owner[key].name}, {owner[key].affects})"
+        for key, o in outcomes.items()
+        if o.status == PRESENT and not owner[key].needed_on(release)
+    ]
     assert not uncovered, f"defects present on {release} outside their patch's range: {uncovered}"
 
 
@@ -187,7 +200,8 @@ def partition_level(model, x, release_row):
     assert set(flowing) == set(built)
     for name in built:
         assert built[name] == describe_tensors(flowing[name]), (
-            f"{name}: Inputs {built[name]}, flowing {describe_tensors(flowing[name])}")
+            f"{name}: Inputs {built[name]}, flowing {describe_tensors(flowing[name])}"
+        )
     with torch.no_grad():
         torch.testing.assert_close(partitioned(x), model(x))
     return len(blocks)
@@ -241,8 +255,10 @@ def run_smoke(level, name, side, release_row, monkeypatch):
             entry["status"] = "needs_gpu"
     RESULTS["smoke"].setdefault(name, {})[f"{level}/{side}"] = entry
     if entry["status"] == "needs_gpu":
-        pytest.skip(f"{name}: torch-tensorrt {release_row.line}'s constant folding moves constants to CUDA; "
-                    "the GPU tier (tests/gpu) covers it")
+        pytest.skip(
+            f"{name}: torch-tensorrt {release_row.line}'s constant folding moves constants to CUDA; "
+            "the GPU tier (tests/gpu) covers it"
+        )
     return entry
 
 

@@ -3,6 +3,7 @@ dd-trace-py's PatchTestCase runs the same permutations for every integration): a
 revert → apply, revert twice, revert before the import, and import order. What a patch changed is read from its own
 undo log (``PatchContext.records``), never from a list of targets kept here, so a new patch is covered as it lands.
 """
+
 from __future__ import annotations
 
 import json

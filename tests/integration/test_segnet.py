@@ -13,6 +13,7 @@ the graph handed to ``partitioning.get_graph_converter_support``, and the blocks
 ``_run_on_acc`` children of the module ``compile_module`` returns, from
 ``torch.compile(..., backend="torch_tensorrt", options={"dryrun": True, "min_block_size": 1})``.
 """
+
 from __future__ import annotations
 
 from typing import Dict, List
@@ -117,8 +118,11 @@ def dryrun_compile(model, x, monkeypatch):
         return produced[-1]
 
     monkeypatch.setattr(backends, "compile_module", spy)
-    compiled = torch.compile(model, backend="torch_tensorrt",
-                             options={"dryrun": True, "min_block_size": 1, "pass_through_build_failures": True})
+    compiled = torch.compile(
+        model,
+        backend="torch_tensorrt",
+        options={"dryrun": True, "min_block_size": 1, "pass_through_build_failures": True},
+    )
     with torch.no_grad():
         out = compiled(x)
     assert len(produced) == 1, "torch_tensorrt's compile_module did not run exactly once"

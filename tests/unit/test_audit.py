@@ -2,14 +2,15 @@
 attribution of a mismatch to the pass that introduced it, strict mode, and that the audit never breaks a pass.
 The real pass list is audited in tests/integration/test_audit.py.
 """
+
 import subprocess
 import sys
 
 import pytest
 import torch
+from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
 
 from trt_compat import audit
-from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
 
 
 class Views(torch.nn.Module):
@@ -49,8 +50,10 @@ def test_a_correct_graph_has_no_mismatches():
 def test_swapped_metadata_is_named():
     found = audit.mismatches(swap_view_vals(exported()))
     assert [str(m) for m in found] == [
-        "node 'view' (aten.view.default): meta['val'] is Tensor[24] float32, fake propagation gives Tensor[6, 4] float32",
-        "node 'view_1' (aten.view.default): meta['val'] is Tensor[6, 4] float32, fake propagation gives Tensor[24] float32",
+        "node 'view' (aten.view.default): meta['val'] is Tensor[24] float32, "
+        "fake propagation gives Tensor[6, 4] float32",
+        "node 'view_1' (aten.view.default): meta['val'] is Tensor[6, 4] float32, "
+        "fake propagation gives Tensor[24] float32",
     ]
 
 
@@ -61,8 +64,10 @@ def test_tuple_and_missing_vals_are_named():
     del second.meta["val"]
     second.meta.pop("tensor_meta", None)
     found = {m.node: (m.recorded, m.propagated) for m in audit.mismatches(gm)}
-    assert found == {"view": ("(Tensor[6, 4] float32, Tensor[6, 4] float32)", "Tensor[6, 4] float32"),
-                     "view_1": ("missing", "Tensor[24] float32")}
+    assert found == {
+        "view": ("(Tensor[6, 4] float32, Tensor[6, 4] float32)", "Tensor[6, 4] float32"),
+        "view_1": ("missing", "Tensor[24] float32"),
+    }
 
 
 def test_the_wrapper_blames_the_pass_that_broke_it_and_no_later_one():

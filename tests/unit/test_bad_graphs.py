@@ -6,6 +6,7 @@ values, nested tuples, lists, None and dynamic shapes. Each case is either handl
 eager execution or fake propagation) or rejected with a PartitionInputError naming the node, its op and the
 remedy.
 """
+
 import operator
 
 import pytest
@@ -16,8 +17,6 @@ from torch.fx.experimental.symbolic_shapes import ShapeEnv
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.fx.passes.split_module import split_module
-
-from trt_compat import audit
 from trt_compat.patches.tuple_partition_inputs import (
     PartitionInputError,
     boundary_problems,
@@ -27,8 +26,12 @@ from trt_compat.patches.tuple_partition_inputs import (
 from trt_compat.patches.tuple_pooling import decompose_tuple_pooling
 from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
 
+from trt_compat import audit
+
 aten = torch.ops.aten
 REMEDY = "Remedy: add "
+
+
 def pool_graph():
     """x -> view -> max_pool2d_with_indices -> (values + 1, indices) and an adaptive pool of the values."""
     g = Graph()
@@ -248,8 +251,10 @@ def test_list_crossing_a_boundary_is_split_into_tensors():
         return g.call_function(aten.split.Tensor, (x, 2, 1))
 
     def consumer(g, value):
-        return g.call_function(aten.add.Tensor, (g.call_function(operator.getitem, (value, 0)),
-                                                 g.call_function(operator.getitem, (value, 1))))
+        return g.call_function(
+            aten.add.Tensor,
+            (g.call_function(operator.getitem, (value, 0)), g.call_function(operator.getitem, (value, 1))),
+        )
 
     parent, block, x = two_blocks(producer, consumer)
     expected = parent(x)
@@ -327,8 +332,11 @@ def test_dynamic_shapes_stale_tuple_is_repaired_symbolically():
     x = torch.randn(3, 2, 6, 6)
     gm = exported(DynamicPool(), x, {"x": {0: torch.export.Dim("batch", min=2, max=64)}})
     (pool,) = [n for n in gm.graph.nodes if n.target == aten.max_pool2d_with_indices.default]
-    first = {pool.name} | {n.name for n in pool.users} | {
-        n.name for n in gm.graph.nodes if n.op == "call_function" and n.name.startswith("sym_size")}
+    first = (
+        {pool.name}
+        | {n.name for n in pool.users}
+        | {n.name for n in gm.graph.nodes if n.op == "call_function" and n.name.startswith("sym_size")}
+    )
     parent, second = split(gm, first)
     for node in second.graph.nodes:
         if node.op == "placeholder" and isinstance(node.meta.get("val"), torch.Tensor):
@@ -336,8 +344,11 @@ def test_dynamic_shapes_stale_tuple_is_repaired_symbolically():
             node.meta["val"] = (val, val)  # stale, as upstream's fused pool leaves it
     repair_submodule_inputs(second)
     assert boundary_problems(second) == []
-    shapes = [str(tuple(n.meta["val"].shape)) for n in second.graph.nodes
-              if n.op == "placeholder" and isinstance(n.meta.get("val"), torch.Tensor)]
+    shapes = [
+        str(tuple(n.meta["val"].shape))
+        for n in second.graph.nodes
+        if n.op == "placeholder" and isinstance(n.meta.get("val"), torch.Tensor)
+    ]
     assert shapes and all(s.startswith("(s") for s in shapes), shapes
     for other in (x, torch.randn(4, 2, 6, 6)):
         assert all(torch.equal(a, b) for a, b in zip(parent(other), DynamicPool()(other)))

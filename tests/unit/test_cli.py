@@ -1,4 +1,5 @@
 """The two commands people run: the report and the demonstration."""
+
 import json
 import subprocess
 import sys
@@ -16,8 +17,16 @@ def test_json_report_lists_every_patch_with_its_state():
     assert names == {found.name for found in _discovery.discover()}
     for patch in report["patches"]:
         assert patch["issue"] is None or patch["issue"].startswith("https://github.com/pytorch/TensorRT/issues/")
-        assert patch["state"] in {"applied", "not_needed", "disabled", "failed", "skipped", "pending",
-                                  "reverted", "not_installed"}
+        assert patch["state"] in {
+            "applied",
+            "not_needed",
+            "disabled",
+            "failed",
+            "skipped",
+            "pending",
+            "reverted",
+            "not_installed",
+        }
 
 
 def test_disabled_patches_are_reported_as_disabled():
@@ -51,7 +60,12 @@ def test_a_source_checkout_finds_its_patches_without_an_install():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-S", "-c", "import trt_compat.patches as p; print(p.__file__)"],
-                            cwd=root, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", "import trt_compat.patches as p; print(p.__file__)"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert Path(result.stdout.strip()) == root / "patches" / "__init__.py"

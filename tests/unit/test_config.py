@@ -1,6 +1,7 @@
 """Settings that cannot be understood are never silent: a warning naming the accepted values, in strict mode an error.
 No Torch-TensorRT: the installed version is faked and the real patches are replaced by recording stubs.
 """
+
 import logging
 import types
 
@@ -17,12 +18,20 @@ def installed(monkeypatch):
     real = [entry for entry in _discovery.discover() if entry.usable]
 
     def install(version="2.5.0"):
-        versions = {"torch_tensorrt": version, "torch_tensorrt_distribution": "torch-tensorrt", "torch": "2.5.1",
-                    "tensorrt": None}
+        versions = {
+            "torch_tensorrt": version,
+            "torch_tensorrt_distribution": "torch-tensorrt",
+            "torch": "2.5.1",
+            "tensorrt": None,
+        }
         monkeypatch.setattr(_detect, "installed_versions", lambda: dict(versions))
         monkeypatch.setattr(_engine, "_records", {})
-        stubs = [_discovery.Found(e.name, e.patch, types.SimpleNamespace(
-            PATCH=e.patch, apply=lambda ctx, name=e.name: ran.append(name))) for e in real]
+        stubs = [
+            _discovery.Found(
+                e.name, e.patch, types.SimpleNamespace(PATCH=e.patch, apply=lambda ctx, name=e.name: ran.append(name))
+            )
+            for e in real
+        ]
         monkeypatch.setattr(_discovery, "_found", stubs)
         monkeypatch.setattr(_config, "_warned", set())
         for name in ("TRT_COMPAT_DISABLE", "TRT_COMPAT_STRICT"):
@@ -71,8 +80,10 @@ def test_an_unrecognised_strict_value_counts_as_on_and_is_itself_an_error(instal
         _engine.apply_patches()
 
 
-@pytest.mark.parametrize("value, strict", [("", False), ("0", False), ("off", False), ("No", False),
-                                           ("1", True), ("TRUE", True), ("on", True)])
+@pytest.mark.parametrize(
+    "value, strict",
+    [("", False), ("0", False), ("off", False), ("No", False), ("1", True), ("TRUE", True), ("on", True)],
+)
 def test_recognised_strict_values(monkeypatch, value, strict):
     monkeypatch.setenv("TRT_COMPAT_STRICT", value)
     config = _config.read_config()
@@ -94,7 +105,10 @@ def test_an_epoch_version_is_not_mistaken_for_a_tested_release(installed):
 
 
 def test_the_report_shows_the_settings_in_force(installed, monkeypatch):
+    from trt_compat import audit
+
     installed()
+    monkeypatch.setattr(audit, "_api_switch", None)  # as if no test had switched the audit from Python
     monkeypatch.setenv("TRT_COMPAT_POOL_INDICES", "torch")
     report = _engine.build_report()
     settings = {s.name: (s.value, s.source) for s in report.settings}
@@ -107,9 +121,11 @@ def test_the_report_shows_the_settings_in_force(installed, monkeypatch):
 def test_a_torch_tensorrt_without_metadata_is_reported_by_its_module_version(installed, monkeypatch):
     """A source tree has no package metadata; the report used to say "not installed" next to applied patches."""
     ran = installed()
-    monkeypatch.setattr(_detect, "installed_versions", lambda: {"torch_tensorrt": None,
-                                                               "torch_tensorrt_distribution": None,
-                                                               "torch": "2.5.1", "tensorrt": None})
+    monkeypatch.setattr(
+        _detect,
+        "installed_versions",
+        lambda: {"torch_tensorrt": None, "torch_tensorrt_distribution": None, "torch": "2.5.1", "tensorrt": None},
+    )
     monkeypatch.setitem(__import__("sys").modules, "torch_tensorrt", types.SimpleNamespace(__version__="2.5.0"))
     report = _engine.apply_patches()
     assert report.versions["torch_tensorrt"] == "2.5.0" and "tuple_pooling" in ran

@@ -3,9 +3,7 @@
 These run without Torch-TensorRT; the targets patched here are plain objects made by the tests, which is all
 the core needs to prove (the real targets are exercised in tests/integration).
 """
-import subprocess
-import sys
-import textwrap
+
 import types
 
 import pytest
@@ -26,14 +24,17 @@ def test_import_leaves_torch_and_torch_tensorrt_unimported():
     assert result.stdout.strip() == ""
 
 
-@pytest.mark.parametrize("version, release", [
-    ("2.4.0", (2, 4, 0)),
-    ("2.6.0.dev20250101+cu124", (2, 6, 0)),
-    ("2.7.0rc1", (2, 7, 0)),
-    ("2.14", (2, 14, 0)),
-    ("not a version", None),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    "version, release",
+    [
+        ("2.4.0", (2, 4, 0)),
+        ("2.6.0.dev20250101+cu124", (2, 6, 0)),
+        ("2.7.0rc1", (2, 7, 0)),
+        ("2.14", (2, 14, 0)),
+        ("not a version", None),
+        (None, None),
+    ],
+)
 def test_release_of(version, release):
     assert _detect.release_of(version) == release
 
@@ -47,8 +48,10 @@ VIEW_FIX = Patch("p", "t", "https://example.invalid/1", first_affected="2.2", fi
 OPEN_ENDED = Patch("q", "t", "https://example.invalid/2", first_affected="2.2", fixed_in=None, why="")
 
 
-@pytest.mark.parametrize("release, needed", [((2, 1, 9), False), ((2, 2, 0), True), ((2, 5, 1), True),
-                                             ((2, 6, 0), False), ((3, 0, 0), False)])
+@pytest.mark.parametrize(
+    "release, needed",
+    [((2, 1, 9), False), ((2, 2, 0), True), ((2, 5, 1), True), ((2, 6, 0), False), ((3, 0, 0), False)],
+)
 def test_needed_on_bounded_range(release, needed):
     assert VIEW_FIX.needed_on(release) is needed
     assert VIEW_FIX.affects == ">=2.2, <2.6"
@@ -58,8 +61,10 @@ def test_open_ended_range_covers_future_releases():
     assert OPEN_ENDED.needed_on((9, 0, 0)) and OPEN_ENDED.affects == ">=2.2"
 
 
-@pytest.mark.parametrize("raw, all_, names", [("", False, set()), ("1", True, set()), ("*", True, set()),
-                                              ("all", True, set()), (" a, b ,", False, {"a", "b"})])
+@pytest.mark.parametrize(
+    "raw, all_, names",
+    [("", False, set()), ("1", True, set()), ("*", True, set()), ("all", True, set()), (" a, b ,", False, {"a", "b"})],
+)
 def test_disable_parsing(monkeypatch, raw, all_, names):
     monkeypatch.setenv("TRT_COMPAT_DISABLE", raw)
     config = _config.read_config()

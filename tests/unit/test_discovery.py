@@ -2,6 +2,7 @@
 other patch still applies. No Torch-TensorRT: a fake installed version, and a scratch folder of patch modules
 (added to ``trt_compat.patches``) holding the broken ones next to a good toy patch.
 """
+
 import textwrap
 import types
 
@@ -12,7 +13,7 @@ from tests.helpers.processes import output_of
 from trt_compat import _detect, _discovery, _engine
 from trt_compat.patching import Defect, Option, Patch, PatchDefinitionError
 
-GOOD_TOY = '''
+GOOD_TOY = """
 import types
 from trt_compat.patching import Patch
 
@@ -22,22 +23,22 @@ PATCH = Patch("toy_good", "a toy", None, "2.2.0", None, "test")
 
 def apply(ctx):
     ctx.wrap_function(TARGET, "fn", lambda wrapped, instance, args, kwargs: "patched")
-'''
+"""
 
 BROKEN = {
     "toy_bad_import": "import a_module_nobody_has\n",
-    "toy_bad_version": 'from trt_compat.patching import Patch\n'
-                       'PATCH = Patch("toy_bad_version", "t", None, "2.5.x", None, "")\n'
-                       'def apply(ctx): pass\n',
-    "toy_misspelled_apply": 'from trt_compat.patching import Patch\n'
-                            'PATCH = Patch("toy_misspelled_apply", "t", None, "2.2.0", None, "")\n'
-                            'def aply(ctx): pass\n',
-    "toy_misspelled_patch": 'from trt_compat.patching import Patch\n'
-                            'PATHC = Patch("toy_misspelled_patch", "t", None, "2.2.0", None, "")\n'
-                            'def apply(ctx): pass\n',
-    "toy_wrong_name": 'from trt_compat.patching import Patch\n'
-                      'PATCH = Patch("something_else", "t", None, "2.2.0", None, "")\n'
-                      'def apply(ctx): pass\n',
+    "toy_bad_version": "from trt_compat.patching import Patch\n"
+    'PATCH = Patch("toy_bad_version", "t", None, "2.5.x", None, "")\n'
+    "def apply(ctx): pass\n",
+    "toy_misspelled_apply": "from trt_compat.patching import Patch\n"
+    'PATCH = Patch("toy_misspelled_apply", "t", None, "2.2.0", None, "")\n'
+    "def aply(ctx): pass\n",
+    "toy_misspelled_patch": "from trt_compat.patching import Patch\n"
+    'PATHC = Patch("toy_misspelled_patch", "t", None, "2.2.0", None, "")\n'
+    "def apply(ctx): pass\n",
+    "toy_wrong_name": "from trt_compat.patching import Patch\n"
+    'PATCH = Patch("something_else", "t", None, "2.2.0", None, "")\n'
+    "def apply(ctx): pass\n",
 }
 
 REASONS = {
@@ -59,8 +60,12 @@ def scratch_patches(tmp_path, monkeypatch):
     monkeypatch.setattr(package, "__path__", [*package.__path__, str(tmp_path)])
     monkeypatch.setattr(_discovery, "_found", None)
     monkeypatch.setattr(_engine, "_records", {})
-    versions = {"torch_tensorrt": "2.5.0", "torch_tensorrt_distribution": "torch-tensorrt", "torch": "2.5.1",
-                "tensorrt": None}
+    versions = {
+        "torch_tensorrt": "2.5.0",
+        "torch_tensorrt_distribution": "torch-tensorrt",
+        "torch": "2.5.1",
+        "tensorrt": None,
+    }
     monkeypatch.setattr(_detect, "installed_versions", lambda: dict(versions))
     monkeypatch.delenv("TRT_COMPAT_STRICT", raising=False)
     monkeypatch.delenv("TRT_COMPAT_DISABLE", raising=False)
@@ -106,17 +111,20 @@ def test_a_module_imported_before_a_reload_of_the_api_is_still_a_patch():
     assert "tuple_pooling" in out and "view_to_reshape_metadata" in out, out
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"first_affected": "2.5.x"}, "'2.5.x' is not a release like '2.5.0'"),
-    ({"first_affected": "2.5.0rc1"}, "is not a release"),
-    ({"fixed_in": "2.4.0"}, "fixed_in 2.4.0 is not after first_affected 2.5.0"),
-    ({"name": "Bad-Name"}, "must be lower_case_with_underscores"),
-    ({"title": " "}, "needs a title"),
-    ({"issue": "github.com/pytorch/TensorRT/issues/1"}, "issue must be an https:// URL or None"),
-    ({"defects": [Defect("d", "t", lambda probe: None)]}, "defects must be a tuple of Defect"),
-    ({"defects": (Defect("d", "t", print), Defect("d", "u", print))}, "defect keys repeat"),
-    ({"options": ("x",)}, "options must be a tuple of Option"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"first_affected": "2.5.x"}, "'2.5.x' is not a release like '2.5.0'"),
+        ({"first_affected": "2.5.0rc1"}, "is not a release"),
+        ({"fixed_in": "2.4.0"}, "fixed_in 2.4.0 is not after first_affected 2.5.0"),
+        ({"name": "Bad-Name"}, "must be lower_case_with_underscores"),
+        ({"title": " "}, "needs a title"),
+        ({"issue": "github.com/pytorch/TensorRT/issues/1"}, "issue must be an https:// URL or None"),
+        ({"defects": [Defect("d", "t", lambda probe: None)]}, "defects must be a tuple of Defect"),
+        ({"defects": (Defect("d", "t", print), Defect("d", "u", print))}, "defect keys repeat"),
+        ({"options": ("x",)}, "options must be a tuple of Option"),
+    ],
+)
 def test_patch_validates_its_fields_when_created(fields, message):
     values = dict(name="p", title="t", issue=None, first_affected="2.5.0", fixed_in=None, why="")
     values.update(fields)
@@ -141,8 +149,9 @@ def test_discovery_needs_no_torch_tensorrt_and_lists_every_patch_module():
 
 def test_without_torch_the_report_lists_each_patch_as_not_installed(monkeypatch):
     monkeypatch.setattr(_discovery, "_found", None)
-    monkeypatch.setattr(_discovery.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "torch" else types.SimpleNamespace())
+    monkeypatch.setattr(
+        _discovery.importlib.util, "find_spec", lambda name, *a: None if name == "torch" else types.SimpleNamespace()
+    )
     report = _engine.build_report()
     assert {p.name for p in report.patches} == set(_discovery.module_names())
     assert {(p.state, p.reason) for p in report.patches} == {("not_installed", "torch is not installed")}

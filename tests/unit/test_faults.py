@@ -2,9 +2,7 @@
 trt_compat's own modules, apply/undo cycles, threads. The targets are plain objects made here (the real
 torch_tensorrt cases are in tests/integration/test_faults.py).
 """
-import subprocess
-import sys
-import textwrap
+
 import threading
 import types
 
@@ -64,6 +62,7 @@ def test_patch_raising_half_way_is_rolled_back_exactly():
 
 def test_keyboard_interrupt_in_a_patch_is_not_swallowed():
     """KeyboardInterrupt / SystemExit are the user's: they are not swallowed as a failed patch."""
+
     def apply(ctx):
         raise KeyboardInterrupt
 
@@ -200,6 +199,7 @@ def test_a_broken_hook_never_breaks_the_import(monkeypatch, caplog):
 
 
 def test_target_changed_is_not_a_failure():
-    record = _engine._apply_one(PATCH, module_applying(lambda ctx: (_ for _ in ()).throw(TargetChanged("moved"))),
-                                (2, 4, 0), "2.4.0")
+    record = _engine._apply_one(
+        PATCH, module_applying(lambda ctx: (_ for _ in ()).throw(TargetChanged("moved"))), (2, 4, 0), "2.4.0"
+    )
     assert record.state == _engine.SKIPPED and record.reason == "target changed: moved"

@@ -16,6 +16,7 @@ random user orders) and a unique tag, stack trace and module stack in every node
 The number of examples run is printed at the end of the module and recorded in RELIABILITY.md;
 TRT_COMPAT_FUZZ_EXAMPLES scales it (default 60 decomposition and 120 partition examples).
 """
+
 import contextlib
 import math
 import operator
@@ -28,18 +29,23 @@ from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 from torch.fx.passes.split_module import split_module
-
-from trt_compat import audit
 from trt_compat.patches.tuple_partition_inputs import boundary_problems, remember_partition, repair_submodule_inputs
 from trt_compat.patches.tuple_pooling import decompose_tuple_pooling
 from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
+
+from trt_compat import audit
 
 aten = torch.ops.aten
 # Sized for about a minute per run on a shared 2-core machine; TRT_COMPAT_FUZZ_EXAMPLES=1000 for a long soak.
 EXAMPLES = int(os.environ.get("TRT_COMPAT_FUZZ_EXAMPLES", "60"))
 # derandomize: CI runs the same examples every time, so a failure always reproduces.
-FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 RUNS = {"decomposition": 0, "partition": 0}
 
 
@@ -78,8 +84,11 @@ class RandomGraph:
         return tuple(self.meta[node].shape)
 
     def step(self):
-        kind = self.draw(st.sampled_from(["view", "view", "reshape", "unary", "binary", "max_pool", "max_pool",
-                                          "adaptive", "adaptive_1d"]))
+        kind = self.draw(
+            st.sampled_from(
+                ["view", "view", "reshape", "unary", "binary", "max_pool", "max_pool", "adaptive", "adaptive_1d"]
+            )
+        )
         getattr(self, f"add_{kind}")()
 
     def add_view(self, target=aten.view.default):
@@ -151,7 +160,9 @@ class RandomGraph:
         if not three_d:
             return self.add_view()
         source = self.pick(three_d)
-        self.pooled(self.emit(aten.adaptive_max_pool1d.default, source, [self.draw(st.integers(1, self.shape(source)[2]))]))
+        self.pooled(
+            self.emit(aten.adaptive_max_pool1d.default, source, [self.draw(st.integers(1, self.shape(source)[2]))])
+        )
 
     def finish(self):
         outputs = [n for n in self.floats + self.ints if not n.users and n.op != "placeholder"]
@@ -224,8 +235,10 @@ def damage(draw, placeholder):
 
 def real_block_inputs(parent, x):
     seen = {}
-    handles = [child.register_forward_pre_hook(lambda _m, args, name=name: seen.__setitem__(name, args))
-               for name, child in parent.named_children()]
+    handles = [
+        child.register_forward_pre_hook(lambda _m, args, name=name: seen.__setitem__(name, args))
+        for name, child in parent.named_children()
+    ]
     try:
         with torch.no_grad():
             out = [t.clone() for t in parent(x)]

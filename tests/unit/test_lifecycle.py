@@ -2,6 +2,7 @@
 folder, a vendored copy, saved programs, and in-flight compiles. Fresh interpreters where the order of imports is the
 subject; no Torch-TensorRT (its stand-ins are plain modules made here).
 """
+
 import json
 import shutil
 import sys
@@ -18,13 +19,16 @@ from trt_compat.patching import Patch, PatchContext, lowering_pass
 def test_a_blocked_torch_tensorrt_is_not_an_imported_one():
     """``sys.modules["torch_tensorrt"] = None`` (how programs block an optional dependency) once made
     ``import trt_compat`` raise in strict mode and log three "target changed" warnings otherwise."""
-    done = run_python("""
+    done = run_python(
+        """
         import logging, sys
         logging.basicConfig(level=logging.WARNING)
         sys.modules["torch_tensorrt"] = None
         import trt_compat
         print("imported", [p.state for p in trt_compat.report().patches].count("applied"))
-    """, TRT_COMPAT_STRICT="1")
+    """,
+        TRT_COMPAT_STRICT="1",
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "imported 0"
     assert "target changed" not in done.stderr and "WARNING" not in done.stderr, done.stderr
@@ -50,13 +54,17 @@ def test_a_vendored_copy_never_imports_another_projects_patches_folder(tmp_path)
     (tmp_path / "patches").mkdir()
     (tmp_path / "patches" / "__init__.py").write_text('"""Database migrations."""\n')
     (tmp_path / "patches" / "migrate.py").write_text(f"open({str(tmp_path / 'RAN')!r}, 'w').write('x')\n")
-    done = run_python("""
+    done = run_python(
+        """
         import sys
         sys.path.insert(0, sys.argv[1])
         import trt_compat
         assert trt_compat.__file__.startswith(sys.argv[1]), trt_compat.__file__
         print([(p.name, p.state) for p in trt_compat.report().patches])
-    """, str(tmp_path), cwd=tmp_path)
+    """,
+        str(tmp_path),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "RAN").exists(), "trt_compat imported another project's patches/ module"
     assert "('migrate'," not in done.stdout, done.stdout
@@ -126,8 +134,9 @@ class _Ours:
         from trt_compat.patching import post_lowering_passes
 
         manager = post_lowering_passes(ctx)
-        ctx.replace_pass(manager, ctx.find_pass(manager, "upstream_pass") or manager.passes[1],
-                         lowering_pass(_ours_pass))
+        ctx.replace_pass(
+            manager, ctx.find_pass(manager, "upstream_pass") or manager.passes[1], lowering_pass(_ours_pass)
+        )
 
 
 ran = []
@@ -191,7 +200,8 @@ def test_testing_applied_undoes_exactly_and_reports_what_changed():
     original = target.fn
     module = types.SimpleNamespace(
         PATCH=Patch("toy", "t", None, "2.2.0", None, ""),
-        apply=lambda ctx: ctx.wrap_function(target, "fn", lambda wrapped, instance, args, kwargs: "patched"))
+        apply=lambda ctx: ctx.wrap_function(target, "fn", lambda wrapped, instance, args, kwargs: "patched"),
+    )
     with testing.applied(module, release="2.4.0") as ctx:
         assert target.fn() == "patched"
         (change,) = ctx.records

@@ -12,7 +12,6 @@ max_unpool3d keeps the last write; torch 2.13 max_unpool2d/3d can keep an earlie
 decomposition's ``scatter`` is unspecified too, in PyTorch and in TensorRT: the tests only require one
 of the written values there.
 """
-import operator
 
 import pytest
 import torch
@@ -21,7 +20,6 @@ from hypothesis import strategies as st
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
-
 from trt_compat.patches import tuple_pooling as tp
 
 from tests.helpers.pooling import INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_identical, call_nodes
@@ -29,11 +27,25 @@ from tests.helpers.pooling import INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_id
 aten = torch.ops.aten
 UNPOOL = {2: aten.max_unpool2d.default, 3: aten.max_unpool3d.default}
 CONVERTIBLE = {
-    aten.reshape.default, aten.scalar_tensor.default, aten.expand.default, aten.scatter.src,  # unpool
-    aten.max_pool1d.default, aten.max_pool2d.default, aten.max_pool3d.default, aten.index_select.default,
-    aten.lt.Scalar, aten.where.self, aten.amax.default, aten.eq.Tensor, aten.amin.default,
-    aten.isnan.default, aten.ge.Scalar,  # pooling values and indices
-    aten.unsqueeze.default, aten.squeeze.dim, aten.add.Tensor, aten.relu.default,  # the models' own ops
+    aten.reshape.default,
+    aten.scalar_tensor.default,
+    aten.expand.default,
+    aten.scatter.src,  # unpool
+    aten.max_pool1d.default,
+    aten.max_pool2d.default,
+    aten.max_pool3d.default,
+    aten.index_select.default,
+    aten.lt.Scalar,
+    aten.where.self,
+    aten.amax.default,
+    aten.eq.Tensor,
+    aten.amin.default,
+    aten.isnan.default,
+    aten.ge.Scalar,  # pooling values and indices
+    aten.unsqueeze.default,
+    aten.squeeze.dim,
+    aten.add.Tensor,
+    aten.relu.default,  # the models' own ops
 }
 
 
@@ -80,7 +92,7 @@ class PoolUnpool(nn.Module):
 
     def forward(self, x):
         values, indices = self.pool(x)
-        return self.unpool(torch.relu(values) + 1, indices, output_size=x.shape[-self.spatial_dims:])
+        return self.unpool(torch.relu(values) + 1, indices, output_size=x.shape[-self.spatial_dims :])
 
     @property
     def spatial_dims(self):

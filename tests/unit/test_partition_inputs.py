@@ -3,6 +3,7 @@
 The graphs are real exported programs partitioned with torch.fx's own partitioners (the ones
 Torch-TensorRT builds on); the defects are injected the way upstream lowering passes create them.
 """
+
 import gc
 import operator
 import weakref
@@ -18,7 +19,6 @@ from torch.fx.passes.operator_support import OperatorSupportBase
 from torch.fx.passes.shape_prop import _extract_tensor_metadata
 from torch.fx.passes.split_module import split_module
 from torch.fx.passes.split_utils import split_by_tags
-
 from trt_compat.patches.tuple_partition_inputs import (
     PartitionInputError,
     boundary_problems,
@@ -111,9 +111,7 @@ class _AllButPooling(OperatorSupportBase):
 
 def by_capability(gm, first):
     """Like Torch-TensorRT's global partitioner: unsupported pooling stays in the parent graph."""
-    partitioner = CapabilityBasedPartitioner(
-        gm, _AllButPooling(), allows_single_node_partition=True
-    )
+    partitioner = CapabilityBasedPartitioner(gm, _AllButPooling(), allows_single_node_partition=True)
     return partitioner.fuse_partitions(partitioner.propose_partitions())
 
 
@@ -125,19 +123,11 @@ PARTITIONERS = {
 
 
 def graph_children(parent):
-    return {
-        node.target: parent.get_submodule(node.target)
-        for node in parent.graph.nodes
-        if node.op == "call_module"
-    }
+    return {node.target: parent.get_submodule(node.target) for node in parent.graph.nodes if node.op == "call_module"}
 
 
 def calls_of(parent, child):
-    return [
-        n
-        for n in parent.graph.nodes
-        if n.op == "call_module" and parent.get_submodule(n.target) is child
-    ]
+    return [n for n in parent.graph.nodes if n.op == "call_module" and parent.get_submodule(n.target) is child]
 
 
 def only_broken_child(parent):
@@ -163,12 +153,7 @@ def run_capturing(parent, child, *inputs):
         handle.remove()
     bound = []
     for args, kwargs in calls:
-        bound.append(
-            {
-                ph: args[i] if i < len(args) else kwargs[ph.target]
-                for i, ph in enumerate(placeholders(child))
-            }
-        )
+        bound.append({ph: args[i] if i < len(args) else kwargs[ph.target] for i, ph in enumerate(placeholders(child))})
     return output, bound
 
 

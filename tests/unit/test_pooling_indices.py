@@ -5,6 +5,7 @@ indices, and may contain only call_function targets from CONVERTIBLE: ops that h
 (and pass its capability validator for the arguments used here) in the real registries of
 Torch-TensorRT 2.4.0, 2.5.0 and 2.14.0 (tests/integration/test_segnet.py checks that end to end).
 """
+
 import logging
 import math
 import operator
@@ -15,18 +16,29 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
-
-import trt_compat
 from trt_compat.patches import tuple_pooling as tp
 
+import trt_compat
 from tests.helpers.pooling import ADAPTIVE_MAX_POOL, INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_identical, call_nodes
 
 aten = torch.ops.aten
 CONVERTIBLE = {
-    aten.max_pool1d.default, aten.max_pool2d.default, aten.max_pool3d.default,  # values
-    aten.slice.Tensor, aten.amax.default, aten.cat.default, aten.clone.default,  # adaptive values
-    aten.reshape.default, aten.index_select.default, aten.lt.Scalar, aten.scalar_tensor.default,
-    aten.where.self, aten.eq.Tensor, aten.amin.default, aten.isnan.default, aten.ge.Scalar,  # indices
+    aten.max_pool1d.default,
+    aten.max_pool2d.default,
+    aten.max_pool3d.default,  # values
+    aten.slice.Tensor,
+    aten.amax.default,
+    aten.cat.default,
+    aten.clone.default,  # adaptive values
+    aten.reshape.default,
+    aten.index_select.default,
+    aten.lt.Scalar,
+    aten.scalar_tensor.default,
+    aten.where.self,
+    aten.eq.Tensor,
+    aten.amin.default,
+    aten.isnan.default,
+    aten.ge.Scalar,  # indices
 }
 FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
@@ -267,11 +279,13 @@ def gathered_ratio(op, args, in_sizes):
     """Window elements the indices decomposition gathers per input element."""
     if op in MAX_POOL_WITH_INDICES.values():
         kernel = args[0]
-        windows = math.prod(tp.pooling_output_size(size, *geometry, args[4])
-                            for size, geometry in zip(in_sizes, zip(*args[:4])))
+        windows = math.prod(
+            tp.pooling_output_size(size, *geometry, args[4]) for size, geometry in zip(in_sizes, zip(*args[:4]))
+        )
         return windows * math.prod(kernel) / math.prod(in_sizes)
-    longest = [max(end - start for start, end in tp.adaptive_pool_bins(size, out))
-               for size, out in zip(in_sizes, args[0])]
+    longest = [
+        max(end - start for start, end in tp.adaptive_pool_bins(size, out)) for size, out in zip(in_sizes, args[0])
+    ]
     return math.prod(args[0]) * math.prod(longest) / math.prod(in_sizes)
 
 
@@ -292,7 +306,7 @@ def check_against_aten(op, args, x):
     if any(node.target in (tp.MAX_POOL_INDICES, tp.ADAPTIVE_MAX_POOL_INDICES) for node in call_nodes(gm)):
         # Only a window with no input element at all (see the test above), or windows over the gather budget,
         # keep the indices op.
-        in_sizes = list(x.shape[x.dim() - len(args[0]):])
+        in_sizes = list(x.shape[x.dim() - len(args[0]) :])
         assert (expected[1] >= math.prod(in_sizes)).any() or gathered_ratio(op, args, in_sizes) > tp.MAX_GATHER_RATIO
     else:
         assert {node.target for node in call_nodes(gm)} <= CONVERTIBLE

@@ -6,6 +6,7 @@ depend on where the indices are computed run in both modes ("tensorrt", the defa
 converter-friendly ops; "torch": the trt_compat:: indices ops); the decomposition itself is tested in
 depth in test_pooling_indices.py.
 """
+
 import importlib
 import logging
 import operator
@@ -17,7 +18,6 @@ from hypothesis import strategies as st
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
-
 from trt_compat.patches import tuple_pooling as tp
 
 from tests.helpers.pooling import ADAPTIVE_MAX_POOL, INF, MAX_POOL, MAX_POOL_WITH_INDICES, NAN, call_nodes

@@ -4,15 +4,13 @@ The detected version is faked (``trt_compat._detect.installed_versions``), and e
 replaced by a stub that records the call, so these run without Torch-TensorRT: what is under test is the
 engine's decision and the report, not the patches themselves (tests/integration covers those).
 """
-import sys
+
 import types
-from pathlib import Path
 
 import pytest
 
 from trt_compat import _detect, _discovery, _engine, _tested
 from trt_compat.patching import TargetChanged
-
 
 
 @pytest.fixture
@@ -25,15 +23,21 @@ def fake_release(monkeypatch):
         def apply(ctx):
             ran.append(patch.name)
             behaviour(patch, ctx)
+
         return types.SimpleNamespace(PATCH=patch, apply=apply)
 
     def install(version, behaviour=lambda patch, ctx: None):
-        versions = {"torch_tensorrt": version, "torch_tensorrt_distribution": "torch-tensorrt" if version else None,
-                    "torch": "2.99.0", "tensorrt": "11.9.0"}
+        versions = {
+            "torch_tensorrt": version,
+            "torch_tensorrt_distribution": "torch-tensorrt" if version else None,
+            "torch": "2.99.0",
+            "tensorrt": "11.9.0",
+        }
         monkeypatch.setattr(_detect, "installed_versions", lambda: dict(versions))
         monkeypatch.setattr(_engine, "_records", {})
-        monkeypatch.setattr(_discovery, "_found", [_discovery.Found(patch.name, patch, stub(patch, behaviour))
-                                                   for patch, _ in real])
+        monkeypatch.setattr(
+            _discovery, "_found", [_discovery.Found(patch.name, patch, stub(patch, behaviour)) for patch, _ in real]
+        )
         monkeypatch.delenv("TRT_COMPAT_DISABLE", raising=False)
         monkeypatch.delenv("TRT_COMPAT_STRICT", raising=False)
         return ran
@@ -45,7 +49,16 @@ def states(report):
     return {p.name: p.state for p in report.patches}
 
 
-OPEN_ENDED = {"view_to_reshape_metadata": "not_needed", "tuple_partition_inputs": "applied", "tuple_pooling": "applied"}
+def expected_states(release):
+    """Each discovered patch's state on ``release`` by its own declared range (the engine's decision alone)."""
+    return {e.name: "applied" if e.patch.needed_on(release) else "not_needed" for e in _discovery.discover()}
+
+
+def applied_on(release):
+    return [name for name, state in expected_states(release).items() if state == "applied"]
+
+
+OPEN_ENDED = expected_states((2, 99, 0))
 
 
 def test_future_release_is_untested_and_gets_the_open_ended_patches(fake_release):
@@ -54,11 +67,13 @@ def test_future_release_is_untested_and_gets_the_open_ended_patches(fake_release
     assert report.release_status == "untested"
     assert report.to_dict()["release_status"] == "untested"
     assert states(report) == OPEN_ENDED
-    assert sorted(ran) == ["tuple_partition_inputs", "tuple_pooling"]
+    assert sorted(ran) == applied_on((2, 99, 0))
     text = str(report)
     newest = ".".join(map(str, max(_tested.TESTED_RELEASES)))
-    assert (f"release        untested release (tested: up to {newest}); each patch decided by its version range "
-            "and its feature check; applied: tuple_partition_inputs, tuple_pooling") in text
+    assert (
+        f"release        untested release (tested: up to {newest}); each patch decided by its version range "
+        f"and its feature check; applied: {', '.join(applied_on((2, 99, 0)))}"
+    ) in text
 
 
 def test_nightly_counts_as_its_release_for_the_decisions_but_is_untested(fake_release):
@@ -73,20 +88,22 @@ def test_nightly_of_an_affected_release_gets_the_bounded_patch(fake_release):
     ran = fake_release("2.5.0.dev20240901+cu124")
     report = _engine.apply_patches()
     assert report.release_status == "untested"
-    assert set(ran) == {"view_to_reshape_metadata", "tuple_partition_inputs", "tuple_pooling"}
-    assert "applied: tuple_partition_inputs, tuple_pooling, view_to_reshape_metadata" in str(report)
+    assert sorted(ran) == applied_on((2, 5, 0)) and "view_to_reshape_metadata" in ran
+    assert f"applied: {', '.join(applied_on((2, 5, 0)))}" in str(report)
 
 
 def test_feature_check_still_decides_on_an_untested_release(fake_release):
+    moved_patch = applied_on((2, 99, 0))[-1]
+
     def moved(patch, ctx):
-        if patch.name == "tuple_pooling":
+        if patch.name == moved_patch:
             raise TargetChanged("no post-lowering pass list")
 
     fake_release("2.99.0", moved)
     report = _engine.apply_patches()
-    assert states(report) == {**OPEN_ENDED, "tuple_pooling": "skipped"}
-    assert "target changed: no post-lowering pass list" in {p.name: p.reason for p in report.patches}["tuple_pooling"]
-    assert str(report).splitlines()[3].endswith("applied: tuple_partition_inputs")
+    assert states(report) == {**OPEN_ENDED, moved_patch: "skipped"}
+    assert "target changed: no post-lowering pass list" in {p.name: p.reason for p in report.patches}[moved_patch]
+    assert str(report).splitlines()[3].endswith(f"applied: {', '.join(applied_on((2, 99, 0))[:-1])}")
 
 
 @pytest.mark.parametrize("version", [".".join(map(str, r)) for r in _tested.TESTED_RELEASES] + ["2.14.0+cu130"])

@@ -1,4 +1,5 @@
 """Tests for trt_compat.patches.view_to_reshape_metadata (upstream pytorch/TensorRT#3221)."""
+
 import operator
 from unittest import mock
 
@@ -8,7 +9,6 @@ import torch
 from torch._guards import detect_fake_mode
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.passes.fake_tensor_prop import FakeTensorProp
-
 from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
 
 VIEW = torch.ops.aten.view.default
