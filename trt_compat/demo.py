@@ -1,17 +1,23 @@
-"""``python -m trt_compat demo``: trt_compat's three fixes on an embedded default model.
+"""``trt-compat demo``: trt_compat's graph transformations on an embedded model, with torch alone.
 
-Needs only torch (CPU is enough). The model combines what trips Torch-TensorRT: a SqueezeNet-style
-``MaxPool2d(3, 2, ceil_mode=True)``, a SegNet-style pool whose indices feed ``MaxUnpool2d``, and a head with
-two views where the later view is consumed first (the order that misplaces metadata in upstream's
-view_to_reshape). Each step prints what it found and checks it against eager PyTorch or fake-tensor
-propagation; the exit status is 1 if any check fails.
+The model combines what trips Torch-TensorRT: a SqueezeNet-style ``MaxPool2d(3, 2, ceil_mode=True)``, a SegNet-style
+pool whose indices feed ``MaxUnpool2d``, and a head with two views where the later view is consumed first. For
+each of the three original fixes the demo says what goes wrong upstream (in words: Torch-TensorRT is not needed
+here), runs trt_compat's transformation on a fresh export of the model, and checks the result against eager
+PyTorch (bit for bit) and fake-tensor propagation. Exit status 1 if a check fails. ``--json`` prints the checks.
 """
 
+import json
 import sys
 import warnings
+from dataclasses import asdict, dataclass
+from typing import List
 
-import torch
-from torch import nn
+with warnings.catch_warnings():
+    # CPU wheels of torch without numpy say so at import; nothing here uses numpy.
+    warnings.filterwarnings("ignore", message="Failed to initialize NumPy")
+    import torch
+    from torch import nn
 
 
 class DefaultModel(nn.Module):
@@ -38,16 +44,33 @@ def example_input() -> torch.Tensor:
 
 
 def exported_graph() -> torch.fx.GraphModule:
+    torch.manual_seed(0)
     model = DefaultModel().eval()
-    return torch.export.export(model, (example_input(),)).run_decompositions().module()
+    with warnings.catch_warnings():
+        # torch.export's own deprecation notices are not what this demonstration is about.
+        warnings.simplefilter("ignore", FutureWarning)
+        # An empty decomposition table: the graph keeps the ops the model calls (max_unpool2d, view, linear).
+        return torch.export.export(model, (example_input(),)).run_decompositions({}).module()
 
 
-def _call_targets(gm: torch.fx.GraphModule):
-    return [n.target for n in gm.graph.nodes if n.op == "call_function"]
+@dataclass
+class Check:
+    patch: str
+    check: str
+    ok: bool
+    detail: str
 
 
-def _vals_agree_with_propagation(gm: torch.fx.GraphModule) -> int:
-    """How many call_function nodes carry a val that fake-tensor propagation does not reproduce."""
+def _count(gm: torch.fx.GraphModule, targets) -> int:
+    return sum(node.op == "call_function" and node.target in targets for node in gm.graph.nodes)
+
+
+def _same(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def _disagreeing_vals(gm: torch.fx.GraphModule) -> int:
+    """call_function nodes whose recorded val fake-tensor propagation does not reproduce (shape or dtype)."""
     from torch._guards import detect_fake_mode
     from torch.fx.passes.fake_tensor_prop import FakeTensorProp
 
@@ -64,53 +87,65 @@ def _vals_agree_with_propagation(gm: torch.fx.GraphModule) -> int:
     return wrong
 
 
-def _same(a, b) -> bool:
-    return all(torch.equal(x, y) for x, y in zip(a, b))
-
-
-def run_demo(as_json: bool = False) -> int:
-    import trt_compat
-    from trt_compat.patches.tuple_partition_inputs import boundary_problems, remember_partition, repair_submodule_inputs
+def _tuple_pooling(say) -> List[Check]:
     from trt_compat.patches.tuple_pooling import TUPLE_POOLING_OPS, decompose_tuple_pooling
+
+    say("1. tuple_pooling: a max pool whose indices are used returns (values, indices); upstream leaves it a")
+    say("   tuple-returning node, whose outputs cannot cross a TensorRT block boundary, and converts neither the")
+    say("   indices nor max_unpool2d, so a SegNet-style model is cut into several engines.")
+    gm, x = exported_graph(), example_input()
+    expected = gm(x)
+    before = _count(gm, TUPLE_POOLING_OPS)
+    unpools = _count(gm, {torch.ops.aten.max_unpool2d.default})
+    decompose_tuple_pooling(gm, "tensorrt")
+    after = _count(gm, TUPLE_POOLING_OPS)
+    identical = _same(gm(x), expected)
+    say(
+        f"   trt_compat: tuple-returning pool nodes {before} -> {after}; max_unpool2d nodes {unpools} -> "
+        f"{_count(gm, {torch.ops.aten.max_unpool2d.default})} (indices and unpooling now in ops TensorRT converts)"
+    )
+    say(f"   outputs bit-identical to eager: {identical}")
+    return [
+        Check("tuple_pooling", "no tuple-returning pool left", after == 0, f"{before} -> {after}"),
+        Check("tuple_pooling", "outputs bit-identical to eager", identical, ""),
+    ]
+
+
+def _view_to_reshape(say) -> List[Check]:
     from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
 
-    # torch.export's own deprecation notices are not what this demonstration is about.
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    checks = []
-    print("== environment\n" + str(trt_compat.report()) + "\n")
-    x = example_input()
-    gm = exported_graph()
+    say("2. view_to_reshape_metadata: upstream's view_to_reshape pass (2.2-2.5) hands each new reshape the metadata")
+    say("   of another view when a later view is consumed first, as the model's head does (#3221).")
+    gm, x = exported_graph(), example_input()
     expected = gm(x)
-
-    print("== tuple_pooling: tuple-returning pooling nodes become single-output nodes")
-    before = sum(t in TUPLE_POOLING_OPS for t in _call_targets(gm))
-    decompose_tuple_pooling(gm)
-    after = sum(t in TUPLE_POOLING_OPS for t in _call_targets(gm))
-    identical = _same(gm(x), expected)
-    print(f"   tuple-returning pooling nodes: {before} -> {after}; eager outputs bit-identical: {identical}")
-    checks += [after == 0, identical]
-
-    print("== view_to_reshape_metadata: views become reshapes in place, each keeping its own metadata")
-    views = sum(t is torch.ops.aten.view.default for t in _call_targets(gm))
+    views = _count(gm, {torch.ops.aten.view.default})
+    reshapes_before = _count(gm, {torch.ops.aten.reshape.default})
     replace_views_with_reshapes(gm)
-    reshapes = sum(t is torch.ops.aten.reshape.default for t in _call_targets(gm))
-    wrong = _vals_agree_with_propagation(gm)
-    print(f"   view nodes: {views} -> reshape nodes: {reshapes}; nodes whose val disagrees with propagation: {wrong}")
-    checks += [reshapes >= views > 0, wrong == 0]
+    reshapes = _count(gm, {torch.ops.aten.reshape.default}) - reshapes_before
+    wrong = _disagreeing_vals(gm)
+    identical = _same(gm(x), expected)
+    say(f"   trt_compat: {views} view nodes became {reshapes} reshape nodes in place (same nodes, same metadata);")
+    say(
+        f"   nodes whose meta['val'] fake propagation contradicts: {wrong}; outputs bit-identical to eager: {identical}"
+    )
+    return [
+        Check("view_to_reshape_metadata", "every view retargeted", reshapes == views > 0, f"{views} -> {reshapes}"),
+        Check("view_to_reshape_metadata", "metadata agrees with propagation", wrong == 0, f"{wrong} disagree"),
+        Check("view_to_reshape_metadata", "outputs bit-identical to eager", identical, ""),
+    ]
 
-    print("== tuple_partition_inputs: a stale (values, indices) val at a partition boundary")
+
+def _tuple_partition_inputs(say) -> List[Check]:
+    from trt_compat.patches.tuple_partition_inputs import boundary_problems, remember_partition, repair_submodule_inputs
+
+    say("3. tuple_partition_inputs: upstream's max-pool fusion (2.2-2.4) leaves the fused max_pool2d with the")
+    say("   (values, indices) val of the node it replaced; when that pool ends a PyTorch block, the next TensorRT")
+    say("   block's input is described by that tuple and construct_submodule_inputs aborts (#3185).")
     stale = exported_graph()
-    pool = next(n for n in stale.graph.nodes if n.target is torch.ops.aten.max_pool2d_with_indices.default)
-    values = next(iter(pool.users))
-    # What Torch-TensorRT 2.2-2.4's max-pool fusion leaves behind: a single-output node sharing the
-    # replaced node's metadata dict, whose val is still the (values, indices) tuple.
-    with stale.graph.inserting_after(values):
-        fused = stale.graph.call_function(torch.ops.aten.max_pool2d.default, pool.args, pool.kwargs)
-    fused.meta = pool.meta
-    values.replace_all_uses_with(fused)
-    stale.graph.erase_node(values)
-    stale.graph.erase_node(pool)
-    stale.recompile()
+    fused = next(n for n in stale.graph.nodes if n.target is torch.ops.aten.max_pool2d.default)
+    # What that fusion leaves on the single-output max_pool2d: the (values, indices) val of max_pool2d_with_indices.
+    values = fused.meta["val"]
+    fused.meta["val"] = (values, values.new_empty(values.shape, dtype=torch.int64))
     partitions, seen_fused = {}, False
     for node in stale.graph.nodes:
         partitions[node] = 1 if seen_fused else 0
@@ -119,17 +154,13 @@ def run_demo(as_json: bool = False) -> int:
     remember_partition(parent)
     block = parent.submod_1
     problems = boundary_problems(block)
-    print(
-        f"   block inputs upstream's construct_submodule_inputs would reject: {[p.name for p in problems]}"
-        f" (val type {type(problems[0].meta['val']).__name__})"
-        if problems
-        else "   none"
-    )
+    names = ", ".join(f"{p.name} (meta['val'] is a {type(p.meta['val']).__name__})" for p in problems) or "none"
+    say(f"   block inputs upstream would reject: {names}")
     for note in repair_submodule_inputs(block):
-        print(f"   repaired: {note}")
+        say(f"   trt_compat: {note}")
     flowing = {}
     handle = block.register_forward_pre_hook(lambda _m, args: flowing.setdefault("args", args))
-    parent(x)
+    parent(example_input())
     handle.remove()
     placeholders = [n for n in block.graph.nodes if n.op == "placeholder"]
     exact = all(
@@ -138,11 +169,38 @@ def run_demo(as_json: bool = False) -> int:
         and p.meta["val"].dtype == t.dtype
         for p, t in zip(placeholders, flowing["args"])
     )
-    print(f"   after repair every block input describes the tensor that really flows: {exact}")
-    checks += [bool(problems), exact, not boundary_problems(block)]
+    say(f"   every block input now describes the tensor that really flows into it: {exact}")
+    return [
+        Check("tuple_partition_inputs", "stale tuple input found", bool(problems), names),
+        Check("tuple_partition_inputs", "inputs describe the flowing tensors", exact, ""),
+        Check("tuple_partition_inputs", "nothing left to reject", not boundary_problems(block), ""),
+    ]
 
-    print("\nall checks passed" if all(checks) else "\nSOME CHECKS FAILED")
-    return 0 if all(checks) else 1
+
+def run_demo(as_json: bool = False) -> int:
+    import trt_compat
+
+    lines: List[str] = []
+    say = lines.append
+    say(
+        f"trt_compat {trt_compat.__version__} demo: its graph transformations on an embedded model, torch "
+        f"{torch.__version__} only (Torch-TensorRT is not needed)."
+    )
+    say("")
+    checks: List[Check] = []
+    for step in (_tuple_pooling, _view_to_reshape, _tuple_partition_inputs):
+        checks += step(say)
+        say("")
+    ok = all(check.ok for check in checks)
+    say("all checks passed" if ok else "SOME CHECKS FAILED: " + ", ".join(c.check for c in checks if not c.ok))
+    say("")
+    say("== this environment (python -m trt_compat report)")
+    say(str(trt_compat.report()))
+    if as_json:
+        print(json.dumps({"ok": ok, "checks": [asdict(c) for c in checks]}, indent=2))
+    else:
+        print("\n".join(lines))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

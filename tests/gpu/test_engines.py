@@ -72,3 +72,12 @@ def test_torch_compile_backend_matches_eager(torch_tensorrt, name):
             torch.testing.assert_close(compiled(x), model(x), **TOLERANCE)
     finally:
         torch._dynamo.reset()
+
+
+def test_verify_fixes_every_defect_with_real_engines(torch_tensorrt):
+    """`trt-compat verify` on this machine: every patch's reproducer with real TensorRT engines, against eager."""
+    from trt_compat.verify import verify
+
+    report = verify()
+    assert report.mode.startswith("TensorRT engines"), report.mode
+    assert report.ok, str(report)
