@@ -1,8 +1,8 @@
 """Full offline ``torch.compile(..., backend="torch_tensorrt", options={"dryrun": True})`` with and without
 trt_compat, on the real Torch-TensorRT compiler under the offline harness.
 
-    .venvs/tt-2.5.0/bin/python  benchmarks/bench_compile.py      # writes results/compile-2.5.0.json
-    .venvs/tt-2.14.0/bin/python benchmarks/bench_compile.py      # writes results/compile-2.14.0.json
+    .venvs/tt-2.5.0/bin/python  -m benchmarks.bench_compile      # writes results/compile-2.5.0.json
+    .venvs/tt-2.14.0/bin/python -m benchmarks.bench_compile      # writes results/compile-2.14.0.json
 
 Fair comparison, in one process: the models, inputs and every import are shared; runs alternate in the order
 with, without, without, with (so a drift in machine load hits both sides alike), each preceded by
@@ -24,17 +24,14 @@ import argparse
 import functools
 import gc
 import logging
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
 from trt_compat.patches import tuple_partition_inputs, tuple_pooling, view_to_reshape_metadata  # noqa: E402
 
 # Imported before torch_tensorrt, as deployments do; the timers below must be in place before the post-import
 # hook applies the patches, because apply() binds these module-level functions into the pass list.
 import trt_compat  # noqa: E402
+from benchmarks import _common
 
 OWN_WORK = {
     view_to_reshape_metadata: ("replace_views_with_reshapes",),
@@ -61,8 +58,7 @@ def _install_timers():
 
 
 _install_timers()
-sys.path.insert(0, str(_common.HARNESS))
-import activate  # noqa: E402
+from tests.harness import activate  # noqa: E402
 
 HARNESS_INFO = activate.prepare()
 import torch  # noqa: E402

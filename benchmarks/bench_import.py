@@ -1,6 +1,6 @@
 """Cost of ``import trt_compat`` in an interpreter without torch_tensorrt (what every deployment pays first).
 
-    .venvs/unit/bin/python benchmarks/bench_import.py          # writes results/import.json
+    .venvs/unit/bin/python -m benchmarks.bench_import          # writes results/import.json
 
 Two measurements, each the median of ``--runs`` fresh interpreters, alternated so load changes hit both sides:
 
@@ -20,10 +20,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
+from benchmarks import _common
 
 CHECK = (
     "import sys, trt_compat\n"

@@ -1,7 +1,7 @@
 """Scaling of trt_compat's graph passes, and of upstream's view_to_reshape, on synthetic graphs of 1k-20k nodes.
 
-    .venvs/tt-2.5.0/bin/python benchmarks/bench_passes.py            # everything, writes results/passes.json
-    .venvs/unit/bin/python benchmarks/bench_passes.py --only pooling,partition --sizes 1000,2000
+    .venvs/tt-2.5.0/bin/python -m benchmarks.bench_passes            # everything, writes results/passes.json
+    .venvs/unit/bin/python -m benchmarks.bench_passes --only pooling,partition --sizes 1000,2000
 
 Three benchmarks (graphs from benchmarks/graphs.py):
 
@@ -26,11 +26,8 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-import graphs  # noqa: E402
+from benchmarks import _common, graphs
 
 # From this size on, a pooling or partition run takes tens of seconds on a shared 2-core machine: one run.
 _LONG_RUNS_FROM = 5_000
@@ -42,9 +39,8 @@ def log(msg):
 
 def load_upstream_view_pass():
     """The installed Torch-TensorRT's own view_to_reshape, or None (with the reason) when there is none."""
-    sys.path.insert(0, str(_common.HARNESS))
     try:
-        import activate
+        from tests.harness import activate
 
         activate.prepare()
         # The package re-exports the function under the module's name, so ask for the module itself.

@@ -1,6 +1,6 @@
 """Draw benchmarks/scaling.png from the results of bench_passes.py.
 
-    .venvs/plot/bin/python benchmarks/plot_scaling.py [RESULTS.json ...]   # default results/passes.json
+    .venvs/plot/bin/python -m benchmarks.plot_scaling [RESULTS.json ...]   # default results/passes.json
 
 Any python with matplotlib; no torch needed.
 

@@ -1,6 +1,6 @@
 """Eager CPU cost of trt_compat's pooling-indices and unpool decompositions against the ATen ops.
 
-    .venvs/unit/bin/python benchmarks/pooling_indices.py [--threads 1] [--repeats 15]
+    .venvs/unit/bin/python -m benchmarks.pooling_indices [--threads 1] [--repeats 15]
 
 For each representative shape, times (median of --repeats runs, after a warm-up) the ATen op and the
 graph ``decompose_tuple_pooling(gm, "tensorrt")`` makes of it, run eagerly by PyTorch, and checks they
@@ -16,16 +16,12 @@ import operator
 import os
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import torch  # noqa: E402
-from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
-from torch.fx.passes.fake_tensor_prop import FakeTensorProp  # noqa: E402
-from trt_compat.patches import tuple_pooling as tp  # noqa: E402
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.fx.passes.fake_tensor_prop import FakeTensorProp
+from trt_compat.patches import tuple_pooling as tp
 
 aten = torch.ops.aten
 

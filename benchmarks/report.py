@@ -1,6 +1,6 @@
 """Print the Markdown tables of BENCHMARKS.md from benchmarks/results/*.json.
 
-python3 benchmarks/report.py            # stdlib only
+python3 -m benchmarks.report            # stdlib only
 """
 
 from __future__ import annotations
