@@ -144,10 +144,10 @@ def dryrun_on_cpu(monkeypatch, release_row):
 
 
 @pytest.fixture
-def devices_on_cpu(monkeypatch, dryrun_on_cpu):
-    """The export path (torch_tensorrt.dynamo.compile) on 2.3/2.4 without a GPU: its compile moves the sample inputs
-    to `settings.device` and its constant folding calls `.cuda()` on folded constants, so both stay on the CPU
-    here (HARNESS-NOTES). Test-process only, and the same with and without trt_compat; yields the monkeypatch."""
+def constants_on_cpu(monkeypatch):
+    """Lowering and the export path on a machine without a GPU: 2.2-2.4's constant folding calls `.cuda()` on
+    folded constants, and their `dynamo.compile` moves the sample inputs to `settings.device`; here both stay on
+    the CPU (HARNESS-NOTES). Test-process only, and the same with and without trt_compat; yields the monkeypatch."""
     import torch
     import torch_tensorrt.dynamo._compiler as compiler
 
@@ -155,3 +155,9 @@ def devices_on_cpu(monkeypatch, dryrun_on_cpu):
     if hasattr(compiler, "to_torch_device"):
         monkeypatch.setattr(compiler, "to_torch_device", lambda *args, **kwargs: torch.device("cpu"))
     yield monkeypatch
+
+
+@pytest.fixture
+def devices_on_cpu(constants_on_cpu, dryrun_on_cpu):
+    """constants_on_cpu and dryrun_on_cpu together: a dryrun compile through the export path."""
+    yield constants_on_cpu

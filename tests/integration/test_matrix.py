@@ -249,16 +249,7 @@ def run_smoke(level, name, side, release_row, monkeypatch):
     except Exception as exc:
         frames = traceback.extract_tb(exc.__traceback__)
         entry = {"status": "fail", "error": _error(exc), "where": frames[-1].name}
-        if "NVIDIA driver" in str(exc) and any(f.filename.endswith("constant_folding.py") for f in frames):
-            # 2.2-2.4's constant_fold pass moves every folded constant to CUDA (`constant.cuda()`): models
-            # with foldable constants (any Linear: t(weight)) cannot be lowered on this GPU-less harness.
-            entry["status"] = "needs_gpu"
     RESULTS["smoke"].setdefault(name, {})[f"{level}/{side}"] = entry
-    if entry["status"] == "needs_gpu":
-        pytest.skip(
-            f"{name}: torch-tensorrt {release_row.line}'s constant folding moves constants to CUDA; "
-            "the GPU tier (tests/gpu) covers it"
-        )
     return entry
 
 
@@ -272,23 +263,23 @@ def _skip_absent_dryrun(level, release_row):
 
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("name", list(SMOKE_MODELS))
-def test_smoke_without_trt_compat(name, level, upstream, release_row, request, monkeypatch):
+def test_smoke_without_trt_compat(name, level, upstream, release_row, request, constants_on_cpu):
     """A finding, not an assertion: whether upstream alone gets the model through (runs before the "with" tests,
     which compare against it)."""
     _skip_absent_dryrun(level, release_row)
     if level == "dryrun":
         request.getfixturevalue("dryrun_on_cpu")
-    entry = run_smoke(level, name, "without", release_row, monkeypatch)
+    entry = run_smoke(level, name, "without", release_row, constants_on_cpu)
     print(f"{name} {level} without trt_compat: {entry}")
 
 
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize("name", list(SMOKE_MODELS))
-def test_smoke_with_trt_compat(name, level, shim, release_row, request, monkeypatch):
+def test_smoke_with_trt_compat(name, level, shim, release_row, request, constants_on_cpu):
     _skip_absent_dryrun(level, release_row)
     if level == "dryrun":
         request.getfixturevalue("dryrun_on_cpu")
-    entry = run_smoke(level, name, "with", release_row, monkeypatch)
+    entry = run_smoke(level, name, "with", release_row, constants_on_cpu)
     if entry["status"] == "fail":
         without = RESULTS["smoke"].get(name, {}).get(f"{level}/without", {})
         if without.get("error") == entry["error"]:
