@@ -39,7 +39,6 @@ position holding the maximum (an all ``-inf`` window gives its first valid posit
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import operator
@@ -49,8 +48,9 @@ import torch
 import torch.fx
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils._python_dispatch import _disable_current_modes
+from trt_compat.patches import _pooling
+from trt_compat.patches._pooling import bind_args, inherited_meta, per_spatial_dim, pooling_output_size
 
-from trt_compat._fake import running_on_fake
 from trt_compat.describe import op_key
 from trt_compat.patching import Defect, Option, Patch, PatchContext, lowering_pass, post_lowering_passes
 from trt_compat.probing import Probe
@@ -96,10 +96,6 @@ TUPLE_POOLING_OPS = frozenset(MAX_POOL_WITH_INDICES_OPS) | frozenset(ADAPTIVE_MA
 _MAX_POOL_PARAMS = ("self", "kernel_size", "stride", "padding", "dilation", "ceil_mode")
 _MAX_POOL_DEFAULTS = {"stride": [], "padding": [0], "dilation": [1], "ceil_mode": False}
 _ADAPTIVE_PARAMS = ("self", "output_size")
-
-# Keys whose value describes the old node's (tuple) output; every other key is provenance that the
-# replacement nodes inherit.
-_OUTPUT_META_KEYS = frozenset({"val", "tensor_meta", "example_value", "unbacked_bindings"})
 
 
 def _pooling_op(ops: Dict[int, Any], spatial_dims: int) -> Any:
@@ -176,34 +172,6 @@ def is_tuple_pooling_node(node: torch.fx.Node) -> bool:
     return node.op == "call_function" and node.target in TUPLE_POOLING_OPS
 
 
-def _bind_args(node: torch.fx.Node, names: Sequence[str], defaults: Dict[str, Any]) -> Optional[Dict[str, Any]]:
-    if len(node.args) > len(names) or not set(node.kwargs) <= set(names):
-        return None
-    bound = dict(zip(names, node.args))
-    if set(bound) & set(node.kwargs):
-        return None
-    bound.update(node.kwargs)
-    for key, value in defaults.items():
-        bound.setdefault(key, value)
-    return bound if all(name in bound for name in names) else None
-
-
-def _per_spatial_dim(value: Any, spatial_dims: int) -> Optional[List[int]]:
-    """Expand an int or one-element list to one int per spatial dim, as ATen does for int[N] args.
-
-    The indices ops take the number of spatial dims from the list length, so it must be explicit.
-    """
-    values = [value] if isinstance(value, int) else value
-    if not isinstance(values, (list, tuple)):
-        return None
-    values = list(values)
-    if len(values) == 1:
-        values = values * spatial_dims
-    if len(values) != spatial_dims or not all(type(v) is int for v in values):
-        return None
-    return values
-
-
 def _getitem_users(node: torch.fx.Node) -> Optional[Tuple[List[torch.fx.Node], List[torch.fx.Node]]]:
     """The ``getitem(node, 0)`` and ``getitem(node, 1)`` users, or None if any user is something else."""
     by_index: Tuple[List[torch.fx.Node], List[torch.fx.Node]] = ([], [])
@@ -220,71 +188,6 @@ def _getitem_users(node: torch.fx.Node) -> Optional[Tuple[List[torch.fx.Node], L
             return None
         by_index[user.args[1] % 2].append(user)
     return by_index
-
-
-def _inherited_meta(source: torch.fx.Node) -> Dict[str, Any]:
-    """A fresh meta dict with ``source``'s provenance but not its output description.
-
-    Container values are copied too, so a later pass editing one node's ``nn_module_stack`` (say)
-    cannot change another node's.
-    """
-    return {
-        key: copy.copy(value) if isinstance(value, (dict, list)) else value
-        for key, value in source.meta.items()
-        if key not in _OUTPUT_META_KEYS
-    }
-
-
-def _fake_run(
-    target: Any, args: Tuple[Any, ...], kwargs: Dict[str, Any], fake_mode: Any = None
-) -> Optional[torch.Tensor]:
-    """``target`` applied to the fake ``meta['val']`` of the node arguments, or None if they have none.
-
-    ``fake_mode`` serves nodes without node arguments (constants such as ``scalar_tensor``).
-    """
-    vals: List[Any] = []
-
-    def to_val(arg: torch.fx.Node) -> Any:
-        vals.append(arg.meta.get("val"))
-        return vals[-1]
-
-    fake_args, fake_kwargs = torch.fx.node.map_arg((args, kwargs), to_val)
-    if not all(isinstance(val, FakeTensor) for val in vals):
-        return None
-    fake_mode = vals[0].fake_mode if vals else fake_mode
-    if fake_mode is None:
-        return None
-    try:
-        with running_on_fake(fake_mode):
-            result = target(*fake_args, **fake_kwargs)
-    except Exception:  # a missing val is allowed; failing the rewrite because of one is not
-        logger.debug("could not compute meta['val'] for a %s node", target, exc_info=True)
-        return None
-    return result if isinstance(result, torch.Tensor) else None
-
-
-def _emit(
-    graph: torch.fx.Graph,
-    target: Any,
-    args: Tuple[Any, ...],
-    source: torch.fx.Node,
-    val: Optional[torch.Tensor] = None,
-    kwargs: Optional[Dict[str, Any]] = None,
-    fake_mode: Any = None,
-) -> torch.fx.Node:
-    """Insert a ``call_function`` node with ``source``'s provenance and a single-tensor ``meta['val']``.
-
-    ``val`` defaults to running ``target`` on the inputs' fake values; with no such values the node
-    gets no val at all, since a wrong one would mislead later passes more than a missing one.
-    """
-    kwargs = dict(kwargs or {})
-    node = graph.call_function(target, args, kwargs)
-    node.meta = _inherited_meta(source)
-    if val is None:
-        val = _fake_run(target, args, kwargs, fake_mode)
-    if val is not None:
-        node.meta["val"] = val
-    return node
 
 
 def _emit_adaptive_max(
@@ -311,8 +214,8 @@ def _emit_adaptive_max(
         if out_size > 1 and in_size % out_size == 0 and all(type(size) is int for size in shape):
             # Equal, disjoint bins: view the dim as (bins, bin size) and reduce the inner axis.
             split = shape[:dim] + [out_size, in_size // out_size] + shape[dim + 1 :]
-            values = _emit(graph, aten.reshape.default, (values, split), source)
-            values = _emit(graph, aten.amax.default, (values, [dim + 1]), source)
+            values = _pooling.emit(graph, aten.reshape.default, (values, split), source)
+            values = _pooling.emit(graph, aten.amax.default, (values, [dim + 1]), source)
         else:
             # Uneven or overlapping bins (or a symbolic size elsewhere, which a reshape would bake
             # in): reduce each bin's slice separately. A single bin is the whole dim.
@@ -320,24 +223,15 @@ def _emit_adaptive_max(
             for start, end in adaptive_pool_bins(in_size, out_size):
                 window = values
                 if (start, end) != (0, in_size):
-                    window = _emit(graph, aten.slice.Tensor, (values, dim, start, end), source)
-                bins.append(_emit(graph, aten.amax.default, (window, [dim], True), source))
-            values = bins[0] if len(bins) == 1 else _emit(graph, aten.cat.default, (bins, dim), source)
+                    window = _pooling.emit(graph, aten.slice.Tensor, (values, dim, start, end), source)
+                bins.append(_pooling.emit(graph, aten.amax.default, (window, [dim], True), source))
+            values = bins[0] if len(bins) == 1 else _pooling.emit(graph, aten.cat.default, (bins, dim), source)
         shape[dim] = out_size
     if values is x:
         # Output size equals input size: the values are the input, but must stay a new tensor rather
         # than an alias of it.
-        values = _emit(graph, aten.clone.default, (x,), source)
+        values = _pooling.emit(graph, aten.clone.default, (x,), source)
     return values
-
-
-def pooling_output_size(in_size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
-    """Output length of max pooling along one dim, by ATen's rule (ceil_mode windows must start in the input)."""
-    span = in_size + 2 * padding - dilation * (kernel - 1) - 1 + (stride - 1 if ceil_mode else 0)
-    out = span // stride + 1
-    if ceil_mode and (out - 1) * stride >= in_size + padding:
-        out -= 1
-    return out
 
 
 def _window_table(
@@ -412,7 +306,7 @@ def _register_constant(
     # Not in the state dict: the table is derived from the graph, not a weight to save or load.
     gm.register_buffer(name, tensor, persistent=False)
     node = graph.get_attr(name)
-    node.meta = _inherited_meta(source)
+    node.meta = inherited_meta(source)
     # Static: the table is a constant, and a fresh symbol for its size would only invite guards.
     node.meta["val"] = fake_mode.from_tensor(tensor, static_shapes=True)
     return node
@@ -454,7 +348,7 @@ def _emit_indices(
     window_axis = len(lead) + spatial_dims
 
     def emit(target: Any, *args: Any, **kwargs: Any) -> torch.fx.Node:
-        return _emit(graph, target, args, source, kwargs=kwargs, fake_mode=mode)
+        return _pooling.emit(graph, target, args, source, kwargs=kwargs, fake_mode=mode)
 
     with _disable_current_modes():
         # Pools with the same geometry share their constants.
@@ -559,7 +453,7 @@ def _windows_of(
 
 def _plan_max_pool(node: torch.fx.Node, values_val: Optional[torch.Tensor]) -> Optional[_Rewrite]:
     spatial_dims = MAX_POOL_WITH_INDICES_OPS[node.target]
-    bound = _bind_args(node, _MAX_POOL_PARAMS, _MAX_POOL_DEFAULTS)
+    bound = bind_args(node, _MAX_POOL_PARAMS, _MAX_POOL_DEFAULTS)
     if bound is None or not isinstance(bound["self"], torch.fx.Node) or type(bound["ceil_mode"]) is not bool:
         logger.debug("leaving %s alone: unexpected arguments %s %s", node.name, node.args, node.kwargs)
         return None
@@ -567,7 +461,7 @@ def _plan_max_pool(node: torch.fx.Node, values_val: Optional[torch.Tensor]) -> O
     if isinstance(stride, (list, tuple)) and len(stride) == 0:
         stride = bound["kernel_size"]  # ATen's meaning of an empty stride
     per_dim = [
-        _per_spatial_dim(value, spatial_dims)
+        per_spatial_dim(value, spatial_dims)
         for value in (bound["kernel_size"], stride, bound["padding"], bound["dilation"])
     ]
     if any(value is None for value in per_dim):
@@ -575,7 +469,7 @@ def _plan_max_pool(node: torch.fx.Node, values_val: Optional[torch.Tensor]) -> O
         return None
 
     def emit_values(graph: torch.fx.Graph) -> torch.fx.Node:
-        return _emit(graph, _MAX_POOL[spatial_dims], node.args, node, values_val, node.kwargs)
+        return _pooling.emit(graph, _MAX_POOL[spatial_dims], node.args, node, values_val, node.kwargs)
 
     def build(in_sizes: Sequence[int]) -> Optional[torch.Tensor]:
         return max_pool_windows(in_sizes, *per_dim, bound["ceil_mode"])
@@ -598,8 +492,8 @@ def _plan_max_pool(node: torch.fx.Node, values_val: Optional[torch.Tensor]) -> O
 
 def _plan_adaptive_max_pool(node: torch.fx.Node, values_used: bool) -> Optional[_Rewrite]:
     spatial_dims = ADAPTIVE_MAX_POOL_OPS[node.target]
-    bound = _bind_args(node, _ADAPTIVE_PARAMS, {})
-    output_size = None if bound is None else _per_spatial_dim(bound["output_size"], spatial_dims)
+    bound = bind_args(node, _ADAPTIVE_PARAMS, {})
+    output_size = None if bound is None else per_spatial_dim(bound["output_size"], spatial_dims)
     if output_size is None or min(output_size) < 1 or not isinstance(bound["self"], torch.fx.Node):
         logger.debug("leaving %s alone: unexpected arguments %s %s", node.name, node.args, node.kwargs)
         return None
@@ -671,7 +565,7 @@ def _split_pooling_node(
             if indices is None:
                 logger.debug("%s: indices stay in PyTorch (no static window geometry)", node.name)
         if indices_used and indices is None:
-            indices = _emit(graph, rewrite.indices_op, rewrite.indices_args, node, indices_val)
+            indices = _pooling.emit(graph, rewrite.indices_op, rewrite.indices_args, node, indices_val)
     for getitems, replacement in zip(users, (values, indices)):
         for getitem in getitems:
             if getitem.users:
@@ -700,8 +594,8 @@ def _decompose_max_unpool_node(graph: torch.fx.Graph, node: torch.fx.Node) -> bo
     need their size), else the node stays as it is.
     """
     spatial_dims = _MAX_UNPOOL_OPS[node.target]
-    bound = _bind_args(node, _MAX_UNPOOL_PARAMS[spatial_dims], {})
-    output_size = None if bound is None else _per_spatial_dim(bound["output_size"], spatial_dims)
+    bound = bind_args(node, _MAX_UNPOOL_PARAMS[spatial_dims], {})
+    output_size = None if bound is None else per_spatial_dim(bound["output_size"], spatial_dims)
     if output_size is None or not all(isinstance(bound[k], torch.fx.Node) for k in ("self", "indices")):
         logger.debug("leaving %s alone: unexpected arguments %s %s", node.name, node.args, node.kwargs)
         return False
@@ -722,7 +616,7 @@ def _decompose_max_unpool_node(graph: torch.fx.Graph, node: torch.fx.Node) -> bo
     mode = x_val.fake_mode
 
     def emit(target: Any, *args: Any, **kwargs: Any) -> torch.fx.Node:
-        return _emit(graph, target, args, node, kwargs=kwargs, fake_mode=mode)
+        return _pooling.emit(graph, target, args, node, kwargs=kwargs, fake_mode=mode)
 
     with graph.inserting_before(node):
         source = emit(aten.reshape.default, x, lead + [in_flat])

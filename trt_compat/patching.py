@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sys
+import types
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
@@ -423,20 +424,18 @@ def lowering_pass(graph_pass: Callable[..., Any]) -> Callable:
     return run
 
 
-def torch_executed_ops(pass_args: Tuple[Any, ...] = ()) -> FrozenSet[str]:
-    """The ops the user asked the running compile to keep in PyTorch (``torch_executed_ops``), for a lowering pass
-    to leave alone; each spelled as ``aten.max_pool2d.default`` (see :func:`trt_compat.describe.op_key`).
+def compile_settings(pass_args: Tuple[Any, ...] = ()) -> Optional[Any]:
+    """The settings of the compile a lowering pass runs in, as far as they are known; None outside a compile.
 
     From 2.6 the pass manager hands the pass its CompilationSettings (pass ``pass_args`` through). Older releases
-    hand it nothing of the kind, so the compile's own frames are asked: the ``torch.compile`` backend holds
-    ``settings`` and ``dynamo.compile`` its ``torch_executed_ops`` argument while post-lowering runs. Outside a
-    compile (a test calling the lowering directly) the answer is empty.
+    hand it nothing of the kind, so the compile's own frames are asked: the ``torch.compile`` backend holds its
+    ``settings`` while post-lowering runs, and ``dynamo.compile`` (2.2-2.5) its arguments, before it builds the
+    settings from them. In that last case the answer is a namespace with the arguments a pass may need
+    (``torch_executed_ops``, ``assume_dynamic_shape_support``).
     """
-    from .describe import op_key
-
     for arg in pass_args:
         if _is_compilation_settings(arg):
-            return frozenset(op_key(op) for op in arg.torch_executed_ops or ())
+            return arg
     frame = sys._getframe(1)
     for _ in range(_FRAMES_TO_SEARCH):
         frame = frame.f_back
@@ -446,14 +445,28 @@ def torch_executed_ops(pass_args: Tuple[Any, ...] = ()) -> FrozenSet[str]:
             continue
         local = frame.f_locals
         if _is_compilation_settings(local.get("settings")):
-            return frozenset(op_key(op) for op in local["settings"].torch_executed_ops or ())
-        if isinstance(local.get("torch_executed_ops"), (set, frozenset, list, tuple)):
-            return frozenset(op_key(op) for op in local["torch_executed_ops"])
-    return frozenset()
+            return local["settings"]
+        if isinstance(local.get("torch_executed_ops"), (set, frozenset, list, tuple, type(None))) and (
+            "torch_executed_ops" in frame.f_code.co_varnames[: frame.f_code.co_argcount + frame.f_code.co_kwonlyargcount]
+        ):
+            return types.SimpleNamespace(**{name: local[name] for name in _COMPILE_ARGUMENTS if name in local})
+    return None
+
+
+def torch_executed_ops(pass_args: Tuple[Any, ...] = ()) -> FrozenSet[str]:
+    """The ops the user asked the running compile to keep in PyTorch (``torch_executed_ops``), for a lowering pass
+    to leave alone; each spelled as ``aten.max_pool2d.default`` (see :func:`trt_compat.describe.op_key`). Empty
+    outside a compile (a test calling the lowering directly). See :func:`compile_settings`."""
+    from .describe import op_key
+
+    ops = getattr(compile_settings(pass_args), "torch_executed_ops", None) or ()
+    return frozenset(op_key(op) for op in ops)
 
 
 # post_lowering -> the pass manager -> the adapter -> the pass: the compile's frame is a few levels up.
 _FRAMES_TO_SEARCH = 12
+# What dynamo.compile's arguments say about the compile before it builds its CompilationSettings (2.2-2.5).
+_COMPILE_ARGUMENTS = ("torch_executed_ops", "assume_dynamic_shape_support", "min_block_size")
 
 
 def _is_compilation_settings(value: Any) -> bool:
