@@ -447,7 +447,8 @@ def compile_settings(pass_args: Tuple[Any, ...] = ()) -> Optional[Any]:
         if _is_compilation_settings(local.get("settings")):
             return local["settings"]
         if isinstance(local.get("torch_executed_ops"), (set, frozenset, list, tuple, type(None))) and (
-            "torch_executed_ops" in frame.f_code.co_varnames[: frame.f_code.co_argcount + frame.f_code.co_kwonlyargcount]
+            "torch_executed_ops"
+            in frame.f_code.co_varnames[: frame.f_code.co_argcount + frame.f_code.co_kwonlyargcount]
         ):
             return types.SimpleNamespace(**{name: local[name] for name in _COMPILE_ARGUMENTS if name in local})
     return None

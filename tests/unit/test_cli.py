@@ -74,8 +74,14 @@ def test_a_source_checkout_finds_its_patches_without_an_install():
 def test_gpu_tier_without_a_gpu_is_one_skipped_test_and_success():
     from tests.helpers.processes import REPO, clean_env
 
-    done = subprocess.run([sys.executable, "-m", "pytest", "tests/gpu", "-m", "gpu", "-q", "-rs"], cwd=REPO,
-                          capture_output=True, text=True, env=clean_env(), timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/gpu", "-m", "gpu", "-q", "-rs"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     assert "1 skipped" in done.stdout and "GPU tier not runnable here" in done.stdout, done.stdout[-2000:]
 
@@ -85,8 +91,15 @@ def test_console_script_help_names_itself_and_the_environment():
 
     done = run_cli("--help")
     assert done.returncode == 0
-    for text in ("usage: python -m trt_compat", "verify", "demo", "TRT_COMPAT_DISABLE", "TRT_COMPAT_STRICT",
-                 "TRT_COMPAT_AUDIT", "TRT_COMPAT_POOL_INDICES"):
+    for text in (
+        "usage: python -m trt_compat",
+        "verify",
+        "demo",
+        "TRT_COMPAT_DISABLE",
+        "TRT_COMPAT_STRICT",
+        "TRT_COMPAT_AUDIT",
+        "TRT_COMPAT_POOL_INDICES",
+    ):
         assert text in done.stdout, text
     from trt_compat.__main__ import _parser
 

@@ -1,6 +1,7 @@
 """The generated documentation is up to date: compat/TABLE.md and the README's generated sections are what
 compat/make_table.py renders from the results and the discovered patches (a new patch shows up in the README's
 table as soon as it lands)."""
+
 from compat import make_table
 
 
