@@ -8,8 +8,10 @@ sample runs on 2.2), and whether there is a GPU to build real engines on:
 * with CUDA and TensorRT, :meth:`Probe.compile` builds real TensorRT engines and :meth:`Probe.same` compares with a
   tolerance (TensorRT may pick TF32 kernels);
 * without them, it compiles with ``dryrun``: Torch-TensorRT's whole Python compiler runs, the accelerated blocks
-  stay PyTorch graphs, and outputs must equal eager bit for bit. (2.3 and 2.4 run each block once on ``cuda:0``
-  during dryrun to learn its output shapes; without a GPU those sample inputs are kept on the CPU.)
+  stay PyTorch graphs, and outputs must equal eager bit for bit. 2.2-2.4 move things to CUDA on the way even then
+  (their constant folding calls ``.cuda()`` on folded constants, their compile moves sample inputs to the target
+  device, and dryrun runs each block once on ``cuda:0`` to learn its output shapes); without a GPU, for the
+  duration of the compile only, those stay on the CPU.
 
 Imports torch and torch_tensorrt when used, never at import.
 """
@@ -103,20 +105,29 @@ class Probe:
         if self.on_gpu:
             yield
             return
+        torch = self.torch
         compiler = importlib.import_module("torch_tensorrt.dynamo._compiler")
-        original = getattr(compiler, "get_torch_inputs", None)
-        if original is None:
-            yield
-            return
+        saved = [(torch.Tensor, "cuda", torch.Tensor.cuda)]
+        saved += [
+            (compiler, name, getattr(compiler, name))
+            for name in ("get_torch_inputs", "to_torch_device")
+            if hasattr(compiler, name)
+        ]
+        original_inputs = getattr(compiler, "get_torch_inputs", None)
 
-        def on_cpu(inputs: Any, device: Any, *args: Any, **kwargs: Any) -> Any:
-            return original(inputs, "cpu", *args, **kwargs)
+        def inputs_on_cpu(inputs: Any, device: Any, *args: Any, **kwargs: Any) -> Any:
+            return original_inputs(inputs, "cpu", *args, **kwargs)
 
-        compiler.get_torch_inputs = on_cpu
+        torch.Tensor.cuda = lambda tensor, *args, **kwargs: tensor
+        if original_inputs is not None:
+            compiler.get_torch_inputs = inputs_on_cpu
+        if hasattr(compiler, "to_torch_device"):
+            compiler.to_torch_device = lambda *args, **kwargs: torch.device("cpu")
         try:
             yield
         finally:
-            compiler.get_torch_inputs = original
+            for owner, name, value in saved:
+                setattr(owner, name, value)
 
     def same(self, actual: Any, expected: Any) -> Optional[str]:
         """None when ``actual`` equals ``expected`` (bit for bit in dryrun, NaN equal to NaN; within 1e-2 on a GPU),

@@ -1,0 +1,793 @@
+"""Tests for trt_compat.patches.keep_input_mutations: CPU only, no torch_tensorrt needed.
+
+Every graph is a real Dynamo graph, handed to a custom ``torch.compile`` backend. The backend that loses
+updates, ``clone_and_trace``, does what the Torch-TensorRT backend does before partitioning: a clone after every
+tensor input, then ``aot_export_joint_simple`` (functional tracing), and it runs the traced graph in PyTorch.
+``compile_keeping_mutations`` around it must give the outputs and states of eager mode, bit for bit, call after
+call. Runs on any torch from 2.4 (buffers are ``get_attr`` nodes there and graph inputs from 2.5).
+"""
+
+import copy
+import operator
+import unittest.mock
+from typing import Any, Callable, Dict, List, NamedTuple, Sequence
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch._functorch.aot_autograd import aot_export_joint_simple
+from torch._guards import detect_fake_mode
+from trt_compat.patches.keep_input_mutations import (
+    InputMutationError,
+    WriteBack,
+    compile_keeping_mutations,
+    describe_target,
+    find_mutations,
+    may_write_in_place,
+    return_updated_inputs,
+    write_back,
+)
+
+aten = torch.ops.aten
+# From torch 2.5 Dynamo inlines nn.Module calls and passes buffers as graph inputs; torch 2.4 reads them with get_attr.
+BUFFERS_ARE_INPUTS = tuple(int(part) for part in torch.__version__.split("+")[0].split(".")[:2]) >= (2, 5)
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: each updates an input or a buffer in place (or deliberately does not)
+
+
+class AddToInput(nn.Module):
+    def forward(self, x):
+        x.add_(1)
+        return x * 2
+
+
+class StepCounter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, x):
+        self.count.add_(1)
+        return x * self.count
+
+
+class KVCache(nn.Module):
+    """The write of a decoder step: one row of a cache buffer, at a position given as a Python int."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("cache", torch.zeros(4, 3))
+
+    def forward(self, x, pos: int):
+        self.cache[pos] = x
+        return self.cache.sum(0)
+
+
+class IndexPutCache(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("cache", torch.zeros(4, 3))
+
+    def forward(self, x, index):
+        self.cache.index_put_((index,), x, accumulate=True)
+        return self.cache * 1
+
+
+class CopyIntoBuffer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("state", torch.zeros(2, 3))
+
+    def forward(self, x):
+        total = self.state + x
+        self.state.copy_(total)
+        return total * 1
+
+
+class CopyIntoInput(nn.Module):
+    def forward(self, x, y):
+        x.copy_(y + x)
+        return x.sum() * 1
+
+
+class SliceAssign(nn.Module):
+    def forward(self, x):
+        x[:, :2] = x[:, 1:3] * 2
+        return x + 1
+
+
+class ThroughView(nn.Module):
+    def forward(self, x):
+        x.view(-1)[0] = 1
+        return x * 3
+
+
+class ThroughTranspose(nn.Module):
+    def forward(self, x):
+        x.transpose(0, 1).mul_(2)
+        return x - 1
+
+
+class ReluInPlace(nn.Module):
+    def forward(self, x):
+        F.relu(x, inplace=True)
+        return x + 1
+
+
+class OutArgument(nn.Module):
+    def forward(self, x, y):
+        torch.add(x, y, out=x)
+        return x * 2
+
+
+class ThroughDetach(nn.Module):
+    """``detach`` shares storage with its input: writing the detached tensor writes the caller's."""
+
+    def forward(self, x):
+        x.detach().add_(1)
+        return x * 1
+
+
+class InputAndBuffer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("total", torch.zeros(2, 3))
+
+    def forward(self, x):
+        x.mul_(2)
+        self.total.add_(x)
+        return self.total - x
+
+
+class ReturnsUpdated(nn.Module):
+    """Dynamo returns graph inputs itself, outside the graph: the caller gets its own tensors back."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, x):
+        self.count.add_(1)
+        x.mul_(2)
+        return x, self.count
+
+
+class IntermediateOnly(nn.Module):
+    def forward(self, x):
+        y = x * 2
+        y.add_(1)
+        return y
+
+
+class Pure(nn.Module):
+    def forward(self, x):
+        return torch.relu(x) + 1
+
+
+class BatchNormTraining(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(3)
+
+    def forward(self, x):
+        return self.bn(x) * 1
+
+
+class Case(NamedTuple):
+    model: Callable[[], nn.Module]
+    arguments: Callable[[int], tuple]  # the arguments of call i (the same tensor objects when the caller reuses them)
+
+
+def _cases() -> Dict[str, Case]:
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 3, generator=generator), torch.randn(2, 3, generator=generator)
+    square, row = torch.randn(3, 3, generator=generator), torch.randn(3, generator=generator)
+    return {
+        "add_to_input": Case(AddToInput, lambda i: (a,)),
+        "step_counter": Case(StepCounter, lambda i: (a,)),
+        "kv_cache": Case(KVCache, lambda i: (row + i, i)),
+        "index_put_cache": Case(IndexPutCache, lambda i: (row[None] + i, torch.tensor([i]))),
+        "copy_into_buffer": Case(CopyIntoBuffer, lambda i: (a,)),
+        "copy_into_input": Case(CopyIntoInput, lambda i: (a, b)),
+        "slice_assign": Case(SliceAssign, lambda i: (square,)),
+        "through_view": Case(ThroughView, lambda i: (a,)),
+        "through_transpose": Case(ThroughTranspose, lambda i: (square,)),
+        "relu_in_place": Case(ReluInPlace, lambda i: (a - 0.5,)),
+        "out_argument": Case(OutArgument, lambda i: (a, b)),
+        "through_detach": Case(ThroughDetach, lambda i: (a,)),
+        "input_and_buffer": Case(InputAndBuffer, lambda i: (a,)),
+        "returns_updated": Case(ReturnsUpdated, lambda i: (a,)),
+    }
+
+
+CASES = _cases()
+
+
+class Caller:
+    """Keeps one copy of every tensor argument, so that a tensor the model updates is passed again next call,
+    as a caller holding on to it would; a new tensor object in the case's arguments replaces the copy."""
+
+    def __init__(self, case: Case):
+        self.case = case
+        self.held: Dict[int, tuple] = {}
+
+    def arguments(self, call: int) -> list:
+        arguments = []
+        for position, value in enumerate(self.case.arguments(call)):
+            if isinstance(value, torch.Tensor):
+                if position not in self.held or self.held[position][0] is not value:
+                    self.held[position] = (value, value.clone())
+                value = self.held[position][1]
+            arguments.append(value)
+        return arguments
+
+
+def state_of(model: nn.Module, arguments: Sequence[Any]) -> Dict[str, torch.Tensor]:
+    state = {f"argument {i}": a.clone() for i, a in enumerate(arguments) if isinstance(a, torch.Tensor)}
+    state.update((f"buffer {name}", b.clone()) for name, b in model.named_buffers())
+    return state
+
+
+def assert_identical(actual: Any, expected: Any, what: str) -> None:
+    if isinstance(expected, (tuple, list)):
+        assert isinstance(actual, (tuple, list)) and len(actual) == len(expected), (what, actual, expected)
+        for index, (a, e) in enumerate(zip(actual, expected)):
+            assert_identical(a, e, f"{what}[{index}]")
+        return
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape, (what, actual, expected)
+    assert torch.equal(actual, expected), (what, actual, expected)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends
+
+
+def clone_inputs(gm: torch.fx.GraphModule) -> None:
+    """Give every tensor input a clone that all its users read, as the Torch-TensorRT backend does before tracing."""
+    inputs = [
+        n
+        for n in gm.graph.nodes
+        if n.op == "placeholder" and isinstance(n.type, type) and issubclass(n.type, torch.Tensor)
+    ]
+    for node in inputs:
+        with gm.graph.inserting_after(inputs[-1]):
+            clone = gm.graph.call_function(aten.clone.default, (node,))
+        node.replace_all_uses_with(clone, delete_user_cb=lambda user, clone=clone: user is not clone)
+    gm.recompile()
+
+
+def clone_and_trace(gm: torch.fx.GraphModule, sample_inputs: Sequence[Any]) -> Callable:
+    """The Torch-TensorRT backend up to partitioning, run in PyTorch: clones, then a functional AOT trace."""
+    fake_mode = detect_fake_mode(sample_inputs)
+    with unittest.mock.patch.object(fake_mode, "allow_non_fake_inputs", True), fake_mode:
+        clone_inputs(gm)
+        return aot_export_joint_simple(gm, list(sample_inputs), trace_joint=False)
+
+
+def keeping(backend: Callable) -> Callable:
+    def compile_graph(gm, sample_inputs):
+        return compile_keeping_mutations(backend, gm, sample_inputs)
+
+    return compile_graph
+
+
+def run_calls(case: Case, backend: Callable, calls: int = 3):
+    """(eager, compiled) outputs and states after each call, each model starting from the same weights."""
+    torch.manual_seed(0)
+    model = case.model()
+    eager, compiled_model = copy.deepcopy(model), copy.deepcopy(model)
+    compiled = torch.compile(compiled_model, backend=backend, dynamic=False)
+    eager_caller, compiled_caller = Caller(case), Caller(case)
+    results = []
+    with torch.no_grad():
+        for call in range(calls):
+            eager_arguments, compiled_arguments = eager_caller.arguments(call), compiled_caller.arguments(call)
+            expected = eager(*eager_arguments)
+            actual = compiled(*compiled_arguments)
+            results.append(
+                ((expected, state_of(eager, eager_arguments)), (actual, state_of(compiled_model, compiled_arguments)))
+            )
+    return results
+
+
+# ---------------------------------------------------------------------------------------------
+# Write-back: outputs and states identical to eager, call after call
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_updates_are_kept_bit_exactly(name):
+    for call, ((expected, expected_state), (actual, actual_state)) in enumerate(
+        run_calls(CASES[name], keeping(clone_and_trace))
+    ):
+        assert_identical(actual, expected, f"{name}: output of call {call}")
+        assert actual_state.keys() == expected_state.keys()
+        for key in expected_state:
+            assert_identical(actual_state[key], expected_state[key], f"{name}: {key} after call {call}")
+
+
+@pytest.mark.parametrize("name", ["add_to_input", "step_counter", "kv_cache", "through_view", "input_and_buffer"])
+def test_the_clone_and_trace_backend_loses_them(name):
+    """The stand-in for upstream really reproduces the defect, so the test above proves something."""
+    if not BUFFERS_ARE_INPUTS and name in ("step_counter", "kv_cache", "input_and_buffer"):
+        with pytest.raises(torch._dynamo.exc.BackendCompilerFailed):  # torch 2.4: a get_attr buffer fails tracing
+            run_calls(CASES[name], clone_and_trace)
+        return
+    lost = [
+        key
+        for (_, expected_state), (_, actual_state) in run_calls(CASES[name], clone_and_trace)
+        for key in expected_state
+        if not torch.equal(actual_state[key], expected_state[key])
+    ]
+    assert lost, f"{name}: the clone-and-trace backend kept every update"
+
+
+def test_kv_cache_keeps_every_row_over_many_steps():
+    case = CASES["kv_cache"]
+    for (expected, expected_state), (actual, actual_state) in run_calls(case, keeping(clone_and_trace), calls=4):
+        assert_identical(actual, expected, "output")
+        assert_identical(actual_state["buffer cache"], expected_state["buffer cache"], "cache")
+    assert torch.count_nonzero(actual_state["buffer cache"].abs().sum(1)) == 4
+
+
+def test_returned_inputs_are_the_callers_tensors():
+    model = ReturnsUpdated()
+    x = torch.ones(2, 3)
+    compiled = torch.compile(model, backend=keeping(clone_and_trace), dynamic=False)
+    with torch.no_grad():
+        returned_x, returned_count = compiled(x)
+    assert returned_x is x and returned_count is model.count
+    assert torch.equal(x, torch.full((2, 3), 2.0)) and model.count.item() == 1
+
+
+def test_batch_norm_running_statistics_are_kept():
+    """Training-mode batch norm: the functional trace computes the statistics by its own decomposition, so values
+    match eager to rounding, not bit for bit (the same difference as for the output)."""
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(1))
+    case = Case(lambda: BatchNormTraining().train(), lambda i: (x + i,))
+    if not BUFFERS_ARE_INPUTS:
+        # torch 2.4 keeps BatchNorm as a call_module node: its buffers are not graph inputs, and the functional
+        # trace fails on their update, loudly, with or without the patch.
+        for backend in (clone_and_trace, keeping(clone_and_trace)):
+            with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match="mutating a non-functional tensor"):
+                run_calls(case, backend)
+        return
+    for (expected, expected_state), (actual, actual_state) in run_calls(case, keeping(clone_and_trace)):
+        torch.testing.assert_close(actual, expected, rtol=0, atol=1e-6)
+        for key in ("buffer bn.running_mean", "buffer bn.running_var", "buffer bn.num_batches_tracked"):
+            torch.testing.assert_close(actual_state[key], expected_state[key], rtol=0, atol=1e-6)
+    assert actual_state["buffer bn.num_batches_tracked"].item() == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Detection on captured Dynamo graphs
+
+
+def capture(model: nn.Module, *arguments, inspect: Callable = find_mutations, **dynamo_config):
+    """Run ``inspect(gm, sample_inputs)`` inside a backend (where Dynamo's tracing context is, as in upstream's)."""
+    seen = []
+
+    def backend(gm, sample_inputs):
+        seen.append((gm, inspect(gm, sample_inputs)))
+        return gm.forward
+
+    with torch._dynamo.config.patch(**dynamo_config):
+        torch.compile(model, backend=backend, dynamic=False, fullgraph=True)(*arguments)
+    assert len(seen) == 1
+    return seen[0]
+
+
+def summary(mutations) -> List[tuple]:
+    """(what is written, kind of target, the writing node's target, the ATen op) of each mutation."""
+    return [
+        (
+            m.target.target,
+            m.target.op,
+            m.writer.target
+            if m.writer.op != "call_function"
+            else getattr(m.writer.target, "__name__", str(m.writer.target)),
+            m.op,
+        )
+        for m in mutations
+    ]
+
+
+def buffer_target(name: str):
+    """How Dynamo names the buffer ``name`` of the compiled module: a graph input (torch 2.5+) or an attribute."""
+    return (f"L_self_buffers_{name}_", "placeholder") if BUFFERS_ARE_INPUTS else (f"L__self___{name}", "get_attr")
+
+
+def test_detects_writes_of_inputs_and_buffers_with_the_op():
+    _, mutations = capture(InputAndBuffer(), torch.ones(2, 3))
+    target, kind = buffer_target("total")
+    assert sorted(summary(mutations)) == sorted(
+        [
+            ("L_x_", "placeholder", "mul_", "aten.mul_.Tensor"),
+            (target, kind, "add_", "aten.add_.Tensor"),
+        ]
+    )
+    assert [m.position for m in mutations if m.target.op == "placeholder" and m.target.target == "L_x_"] == [
+        [n.target for n in mutations[0].target.graph.nodes if n.op == "placeholder"].index("L_x_")
+    ]
+
+
+@pytest.mark.parametrize(
+    "model, arguments, writer, op",
+    [
+        (SliceAssign(), (torch.ones(3, 3),), "setitem", "aten.copy_.default"),
+        (ThroughView(), (torch.ones(2, 3),), "setitem", "aten.copy_.default"),
+        (ThroughTranspose(), (torch.ones(3, 3),), "mul_", "aten.mul_.Tensor"),
+        (ReluInPlace(), (torch.ones(2, 3),), "relu", "aten.relu_.default"),
+        (OutArgument(), (torch.ones(2, 3), torch.ones(2, 3)), "add", "aten.add.out"),
+        (ThroughDetach(), (torch.ones(2, 3),), "add_", "aten.add_.Tensor"),
+        (CopyIntoInput(), (torch.ones(2, 3), torch.ones(2, 3)), "copy_", "aten.copy_.default"),
+    ],
+)
+def test_detects_writes_through_views_aliases_and_out_arguments(model, arguments, writer, op):
+    _, mutations = capture(model, *arguments)
+    assert [(m.target.target, m.writer.name.rstrip("_0123456789") or m.writer.name, m.op) for m in mutations] == [
+        ("L_x_", writer.rstrip("_0123456789") or writer, op)
+    ]
+
+
+def test_kv_cache_write_is_detected_on_the_cache_buffer():
+    _, mutations = capture(KVCache(), torch.ones(3), 1)
+    target, kind = buffer_target("cache")
+    assert [(m.target.target, m.target.op, m.op) for m in mutations] == [(target, kind, "aten.copy_.default")]
+
+
+@pytest.mark.skipif(not BUFFERS_ARE_INPUTS, reason="torch 2.4 keeps BatchNorm as a call_module node, not watched")
+def test_batch_norm_running_statistics_count_as_writes():
+    """``native_batch_norm``'s schema hides the running-statistics update; the Python dispatcher routes it
+    through ``_native_batch_norm_legit``, whose schema declares it."""
+    _, mutations = capture(BatchNormTraining().train(), torch.randn(4, 3))
+    written = {m.target.target: m.op for m in mutations}
+    assert written == {
+        "L_self_modules_bn_buffers_running_mean_": "aten._native_batch_norm_legit.default",
+        "L_self_modules_bn_buffers_running_var_": "aten._native_batch_norm_legit.default",
+        "L_self_modules_bn_buffers_num_batches_tracked_": "aten.add_.Tensor",
+    }
+
+
+@pytest.mark.parametrize("model", [IntermediateOnly(), Pure(), BatchNormTraining().eval()])
+def test_graphs_writing_no_input_have_no_mutations(model):
+    _, mutations = capture(model, torch.randn(4, 3))
+    assert mutations == []
+
+
+def test_detection_leaves_the_inputs_and_dynamos_graph_untouched():
+    model, x = InputAndBuffer(), torch.ones(2, 3)
+
+    def inspect(gm, sample_inputs):
+        before = str(gm.graph)
+        versions = [t._version for t in sample_inputs if isinstance(t, torch.Tensor)]
+        mutations = find_mutations(gm, sample_inputs)
+        assert str(gm.graph) == before
+        assert [t._version for t in sample_inputs if isinstance(t, torch.Tensor)] == versions
+        return mutations
+
+    capture(model, x, inspect=inspect)
+    # The compiled graph ran once in eager mode (the capture backend returns gm.forward): one update, not two.
+    assert torch.equal(x, torch.full((2, 3), 2.0)) and torch.equal(model.total, torch.full((2, 3), 2.0))
+
+
+def test_mutation_before_a_higher_order_op_is_detected():
+    def update_then_branch(x):
+        x.add_(1)
+        return torch.cond(x.sum() > 0, lambda t: t * 2, lambda t: t - 1, (x,))
+
+    _, mutations = capture(update_then_branch, torch.ones(3))
+    assert [(m.target.target, m.op) for m in mutations] == [("L_x_", "aten.add_.Tensor")]
+
+
+def clone_only(gm, sample_inputs):
+    """The clones without the trace, run in PyTorch: loses updates the same way, and takes SymInt inputs."""
+    clone_inputs(gm)
+    return gm.forward
+
+
+def test_dynamic_shapes_and_int_inputs():
+    def write_prefix(x, n: int):
+        x[:n].add_(1)
+        return x.view(-1, 2).sum(1)
+
+    seen = []
+
+    def backend(gm, sample_inputs):
+        seen.append((list(sample_inputs), find_mutations(gm, sample_inputs)))
+        return compile_keeping_mutations(clone_only, gm, sample_inputs)
+
+    compiled = torch.compile(write_prefix, backend=backend, dynamic=True)
+    for n, size in ((2, 8), (3, 6), (1, 10)):
+        x, expected_x = torch.zeros(size), torch.zeros(size)
+        expected = write_prefix(expected_x, n)
+        assert_identical(compiled(x, n), expected, "output")
+        assert_identical(x, expected_x, "input")
+    assert len(seen) == 1, "one graph for every size and n"
+    assert any(isinstance(s, torch.SymInt) for s in seen[0][0])
+    assert [(m.target.target, m.op) for m in seen[0][1]] == [("L_x_", "aten.add_.Tensor")]
+
+
+# ---------------------------------------------------------------------------------------------
+# get_attr tensors (torch 2.4's buffers; here from torch.fx.symbolic_trace)
+
+
+class Counter(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("count", torch.zeros(()))
+
+
+def counter_graph() -> torch.fx.GraphModule:
+    """``count.add_(1); return (x * count, count + 0)`` with ``count`` read by get_attr nodes, as torch 2.4's Dynamo
+    reads buffers (built by hand: torch.fx.symbolic_trace would run the in-place op on the real buffer)."""
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x", type_expr=torch.Tensor)
+    count = graph.get_attr("count")
+    graph.call_method("add_", (count, 1))
+    product = graph.call_function(operator.mul, (x, graph.get_attr("count")))
+    graph.output((product, graph.call_function(operator.add, (count, 0))))
+    return torch.fx.GraphModule(Counter(), graph)
+
+
+def eager_counter(model, x):
+    model.count.add_(1)
+    return (x * model.count, model.count + 0)
+
+
+def test_a_written_get_attr_becomes_an_input_and_is_written_back():
+    gm = counter_graph()
+    x = torch.ones(2)
+    mutations = find_mutations(gm, [x])
+    assert [(m.target.op, m.target.target, m.position, m.op) for m in mutations] == [
+        ("get_attr", "count", None, "aten.add_.Tensor")
+    ]
+    assert gm.count.item() == 0 and gm.count._version == 0, "the fake run touched the real buffer"
+    rewritten, plan = return_updated_inputs(gm, mutations)
+    assert [n.target for n in rewritten.graph.nodes if n.op == "placeholder"] == ["x", "count"]
+    assert not [n for n in rewritten.graph.nodes if n.op == "get_attr"]
+    assert plan.user_outputs == 2 and plan.input_positions == () and plan.attributes[0] is gm.count
+    # The original graph is untouched: Dynamo calls the compiled graph according to its placeholders.
+    assert [n.op for n in gm.graph.nodes].count("get_attr") == 2
+
+    fake_mode = torch._subclasses.FakeTensorMode(allow_non_fake_inputs=True)
+    with fake_mode:
+        clone_inputs(rewritten)
+        traced = aot_export_joint_simple(rewritten, [x, gm.count], trace_joint=False)
+    run = write_back(traced, plan)
+    eager = Counter()
+    for call in range(3):
+        assert_identical(run(x), eager_counter(eager, x), f"output {call}")
+        assert_identical(gm.count, eager.count, f"count {call}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The write-back wrapper
+
+
+def test_no_update_gives_the_backends_own_result():
+    compiled_graph = object()
+
+    def backend(gm, sample_inputs, *args, **kwargs):
+        assert args == ("settings",) and kwargs == {"engine_cache": None}
+        return compiled_graph
+
+    gm = torch.fx.symbolic_trace(Pure())
+    assert compile_keeping_mutations(backend, gm, [torch.ones(2)], "settings", engine_cache=None) is compiled_graph
+
+
+def test_the_backend_gets_the_rewritten_graph_and_the_attributes_as_inputs():
+    gm, x = counter_graph(), torch.ones(2)
+    received = []
+
+    def backend(graph_module, sample_inputs, settings):
+        received.append((graph_module, list(sample_inputs), settings))
+        return graph_module
+
+    run = compile_keeping_mutations(backend, gm, [x], "settings")
+    rewritten, sample_inputs, settings = received[0]
+    assert settings == "settings" and sample_inputs[0] is x and sample_inputs[1] is gm.count
+    assert run.__wrapped__ is rewritten and rewritten is not gm
+    output, plus_one = run(x)  # the rewritten graph in eager mode: updated in place, then copied onto itself
+    assert gm.count.item() == 1 and torch.equal(output, x) and plus_one.item() == 1
+
+
+def test_write_back_copies_in_place_and_returns_only_the_original_outputs():
+    x, buffer = torch.zeros(3), torch.zeros(2)
+    x_storage = x.untyped_storage().data_ptr()
+
+    def compiled(x_argument, buffer_argument):
+        assert buffer_argument is buffer
+        return [x_argument + 10, x_argument + 1, buffer_argument + 2]
+
+    run = write_back(compiled, WriteBack(user_outputs=1, input_positions=(0,), attributes=(buffer,)))
+    outputs = run(x)
+    assert isinstance(outputs, list) and len(outputs) == 1 and torch.equal(outputs[0], torch.full((3,), 10.0))
+    assert torch.equal(x, torch.ones(3)) and torch.equal(buffer, torch.full((2,), 2.0))
+    assert x.untyped_storage().data_ptr() == x_storage
+
+
+def test_write_back_under_grad_mode_does_not_record_history():
+    x = torch.zeros(3)
+    run = write_back(lambda a: (a * 0 + 5, torch.ones(3, requires_grad=True) * 2), WriteBack(1, (0,), ()))
+    run(x)
+    assert x.grad_fn is None and torch.equal(x, torch.full((3,), 2.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusals: at compile time, naming the node, the input and the remedy
+
+
+def test_a_layout_change_of_an_input_is_refused():
+    class TransposeInPlace(nn.Module):
+        def forward(self, x):
+            x.t_()
+            return (x * 2,)
+
+    gm = torch.fx.symbolic_trace(TransposeInPlace())  # Dynamo itself runs t_ of an input outside the graph
+    with pytest.raises(InputMutationError) as refused:
+        compile_keeping_mutations(pytest.fail, gm, [torch.ones(2, 3)])
+    message = str(refused.value)
+    assert "node 't_' (aten.t_.default)" in message and "graph input 'x'" in message
+    assert "shape, strides or storage" in message and "x = x.t()" in message
+    assert "TRT_COMPAT_DISABLE=keep_input_mutations" in message
+
+
+def test_an_updated_input_sharing_memory_with_another_input_is_refused():
+    def update_a(a, b):
+        a.add_(1)
+        return a + b
+
+    base = torch.zeros(8)
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed) as failed:
+        torch.compile(update_a, backend=keeping(pytest.fail), dynamic=False)(base[:4], base[2:6])
+    error = failed.value.inner_exception
+    assert isinstance(error, InputMutationError)
+    assert "node 'add_' (aten.add_.Tensor) updates graph input 'L_a_' (L['a'])" in str(error)
+    assert "shares memory with graph input 'L_b_' (L['b'])" in str(error)
+    assert "a .clone() of one of them" in str(error)
+
+
+def test_inputs_sharing_memory_are_fine_when_none_is_written():
+    def read_only(a, b):
+        return a + b
+
+    base = torch.arange(8.0)
+    compiled = torch.compile(read_only, backend=keeping(clone_and_trace), dynamic=False)
+    assert_identical(compiled(base[:4], base[2:6]), read_only(base[:4], base[2:6]), "output")
+
+
+def test_a_graph_returning_a_single_value_cannot_carry_updates():
+    gm = torch.fx.symbolic_trace(AddToInput())  # returns x * 2, not a tuple
+    with pytest.raises(InputMutationError, match="returns Node rather than a tuple of outputs"):
+        compile_keeping_mutations(pytest.fail, gm, [torch.ones(2)])
+
+
+@torch.fx.wrap
+def opaque_to_fake_tensors(x):
+    return x + torch.tensor(x.tolist())
+
+
+class UpdatesThenOpaque(nn.Module):
+    def forward(self, x):
+        x.add_(1)
+        return (opaque_to_fake_tensors(x),)
+
+
+class OnlyOpaque(nn.Module):
+    def forward(self, x):
+        return (opaque_to_fake_tensors(x) * 2,)
+
+
+def test_a_graph_that_cannot_run_on_fake_tensors_is_refused_when_it_may_write():
+    gm = torch.fx.symbolic_trace(UpdatesThenOpaque())
+    with pytest.raises(InputMutationError) as refused:
+        compile_keeping_mutations(pytest.fail, gm, [torch.ones(2)])
+    assert "could not run the graph on fake tensors" in str(refused.value)
+    assert "node 'add_'" in str(refused.value)
+
+
+def test_a_graph_that_cannot_run_on_fake_tensors_and_writes_nothing_goes_to_the_backend():
+    gm = torch.fx.symbolic_trace(OnlyOpaque())
+    assert compile_keeping_mutations(lambda graph, inputs: "compiled", gm, [torch.ones(2)]) == "compiled"
+
+
+def test_a_data_dependent_index_is_left_to_dynamos_graph_break():
+    """``cache[pos] = x`` with a tensor ``pos`` needs its value; upstream's trace fails with the same fake-tensor
+    exception, after which Dynamo runs the op eagerly. The patch re-raises it so the same happens."""
+
+    class CacheAtTensorPosition(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("cache", torch.zeros(4, 3))
+
+        def forward(self, x, pos):
+            self.cache[pos] = x
+            return self.cache.sum(0)
+
+    model, eager = CacheAtTensorPosition(), CacheAtTensorPosition()
+    compiled = torch.compile(model, backend=keeping(clone_and_trace), dynamic=False)
+    for step in range(3):
+        x, pos = torch.full((3,), float(step + 1)), torch.tensor(step)
+        assert_identical(compiled(x, pos), eager(x, pos), f"output {step}")
+        assert_identical(model.cache, eager.cache, f"cache {step}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Names and the static check used when the fake run fails
+
+
+def test_targets_are_described_with_dynamos_source():
+    # Inside the backend: Dynamo drops its records of graph inputs once compiling is done.
+    _, described = capture(
+        StepCounter(),
+        torch.ones(2),
+        inspect=lambda gm, inputs: [describe_target(m.target) for m in find_mutations(gm, inputs)],
+    )
+    expected = (
+        "graph input 'L_self_buffers_count_' (L['self']._buffers['count'])"
+        if BUFFERS_ARE_INPUTS
+        else "attribute 'L__self___count'"
+    )
+    assert described == [expected]
+
+
+def _node(op: str, target: Any, *args, **kwargs) -> torch.fx.Node:
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    return graph.create_node(op, target, (x,) + args, kwargs)
+
+
+@pytest.mark.parametrize(
+    "node, writes",
+    [
+        (_node("call_method", "add_", 1), True),
+        (_node("call_method", "__iadd__", 1), True),
+        (_node("call_method", "add", 1), False),
+        (_node("call_method", "__add__", 1), False),
+        (_node("call_function", operator.setitem, 0, 1.0), True),
+        (_node("call_function", operator.iadd, 1), True),
+        (_node("call_function", operator.add, 1), False),
+        (_node("call_function", torch.relu_), True),
+        (_node("call_function", torch.add, 1, out=None), True),
+        (_node("call_function", F.relu, inplace=True), True),
+        (_node("call_function", F.relu, True), True),
+        (_node("call_function", F.relu), False),
+        (_node("call_function", aten.add_.Tensor, 1), True),
+        (_node("call_function", aten.add.Tensor, 1), False),
+        (_node("call_function", torch.ops.higher_order.cond, 1), True),
+        (_node("call_function", F.batch_norm, None, None), True),
+        (_node("call_module", "submodule"), True),
+        (_node("get_attr", "weight"), False),
+    ],
+)
+def test_static_in_place_check_is_conservative(node, writes):
+    assert may_write_in_place(node) is writes
+
+
+def test_detection_in_grad_mode_with_parameters():
+    """Written with a value that requires grad, the buffer's recorded value says requires_grad=True after Dynamo's
+    trace; the fake run must not then trip over autograd's check of in-place ops on leaves."""
+
+    class LinearIntoCache(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(3, 3)
+            self.register_buffer("cache", torch.zeros(4, 3))
+
+        def forward(self, x):
+            self.cache[1] = self.linear(x)[0]
+            return self.cache.sum(0)
+
+    _, mutations = capture(LinearIntoCache(), torch.ones(2, 3))
+    target, kind = buffer_target("cache")
+    assert [(m.target.target, m.target.op) for m in mutations] == [(target, kind)]
