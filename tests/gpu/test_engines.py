@@ -81,3 +81,22 @@ def test_verify_fixes_every_defect_with_real_engines(torch_tensorrt):
     report = verify()
     assert report.mode.startswith("TensorRT engines"), report.mode
     assert report.ok, str(report)
+
+
+def test_googlenet_is_one_engine_and_matches_eager(torch_tensorrt):
+    """convertible_pools on real engines: GoogLeNet's ceil-mode pools no longer split it into 11 engines."""
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.googlenet(weights=None, aux_logits=False, init_weights=False).eval().cuda()
+    x = torch.randn(1, 3, 224, 224, device="cuda")
+    torch._dynamo.reset()
+    try:
+        compiled = torch.compile(
+            model,
+            backend="torch_tensorrt",
+            options={"min_block_size": 1, "pass_through_build_failures": True, "enabled_precisions": {torch.float32}},
+        )
+        with torch.no_grad():
+            torch.testing.assert_close(compiled(x), model(x), **TOLERANCE)
+    finally:
+        torch._dynamo.reset()
