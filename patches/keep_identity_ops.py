@@ -21,8 +21,10 @@ in 2025 against ``torch_tensorrt.compile(ir="dynamo")``, which never runs this p
 Here an identity node is removed only where the folding needs it: on a chain of identity nodes that starts
 at an ``nn.Module`` parameter or buffer (a placeholder Dynamo lifted from a module) or at a ``get_attr``, and
 whose every node leads to ``.item()`` calls and nothing else. Upstream's folding code runs unchanged and still
-folds ``self.eps.item()``, ``self.scale.clone().item()`` and ``p.detach().item()``. Where folding through a
-chain could change a number, the chain is kept, so the ``.item()`` is not folded -- as on 2.11 and older:
+folds ``self.eps.item()``, ``self.scale.clone().item()`` and ``p.detach().item()`` (unless the companion patch
+``fold_only_constants`` is applied: a parameter's number can differ between calls of one compiled graph, so that
+patch lets upstream fold graph constants only). Where folding through a chain could change a number, the chain
+is kept, so the ``.item()`` is not folded -- as on 2.11 and older:
 
 * the root may be written in the graph (an in-place op, ``setitem``, ``out=``, ``inplace=True``, a module call or
   a higher-order op on it or on a tensor sharing its storage): the value read by ``.item()`` depends on where;

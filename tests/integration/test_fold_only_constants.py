@@ -163,17 +163,6 @@ def calls_of(name):
 # --------------------------------------------------------------------------------------------- compiling
 
 
-@pytest.fixture
-def cpu_constants(monkeypatch, release):
-    """2.2-2.4's constant folding moves folded constants to CUDA: keep them on the CPU (with and without trt_compat)."""
-    if release >= (2, 5, 0):
-        return
-    import torch_tensorrt.dynamo._compiler as compiler
-
-    monkeypatch.setattr(torch.Tensor, "cuda", lambda self, *args, **kwargs: self)
-    monkeypatch.setattr(compiler, "to_torch_device", lambda *args, **kwargs: torch.device("cpu"))
-
-
 @pytest.fixture(autouse=True)
 def restore_scalar_capture():
     # Dynamo's config module does not take monkeypatch.setattr.
@@ -257,7 +246,7 @@ def test_fold_pass_presence_decides_the_patch(expect, shim):
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_without_trt_compat(name, upstream, expect, dryrun_on_cpu, cpu_constants, fresh_dynamo, monkeypatch):
+def test_without_trt_compat(name, upstream, expect, dryrun_on_cpu, constants_on_cpu, fresh_dynamo, monkeypatch):
     run = run_model(name, monkeypatch)
     assert_outcome(run.outcome, expect.without[name])
     if expect.fold_pass:
@@ -265,7 +254,7 @@ def test_without_trt_compat(name, upstream, expect, dryrun_on_cpu, cpu_constants
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_with_trt_compat(name, shim, expect, dryrun_on_cpu, cpu_constants, fresh_dynamo, monkeypatch):
+def test_with_trt_compat(name, shim, expect, dryrun_on_cpu, constants_on_cpu, fresh_dynamo, monkeypatch):
     run = run_model(name, monkeypatch)
     assert_outcome(run.outcome, expect.with_.get(name, EQUAL))
     if expect.fold_pass:
@@ -276,7 +265,7 @@ def test_with_trt_compat(name, shim, expect, dryrun_on_cpu, cpu_constants, fresh
 
 @pytest.mark.parametrize("pass_through", [True, False])
 def test_graph_break_scalar_falls_back_to_pytorch(
-    pass_through, shim, expect, dryrun_on_cpu, cpu_constants, fresh_dynamo, monkeypatch, caplog
+    pass_through, shim, expect, dryrun_on_cpu, constants_on_cpu, fresh_dynamo, monkeypatch, caplog
 ):
     """Without capture_scalar_outputs the unfolded .item() cannot be traced: the graph after the graph break runs in
     PyTorch, through Dynamo (pass_through_build_failures=True) or the backend's own fallback (False, the default)."""
@@ -290,7 +279,7 @@ def test_graph_break_scalar_falls_back_to_pytorch(
 
 @pytest.mark.parametrize("pass_through", [True, False])
 def test_fallback_runs_the_folded_graph_without_trt_compat(
-    pass_through, upstream, expect, dryrun_on_cpu, cpu_constants, fresh_dynamo, monkeypatch
+    pass_through, upstream, expect, dryrun_on_cpu, constants_on_cpu, fresh_dynamo, monkeypatch
 ):
     """A failed TensorRT build falls back to the graph the folding already changed: still stale."""
     from torch_tensorrt.dynamo.backend import backends
@@ -322,7 +311,7 @@ def only(monkeypatch):
 
 @pytest.mark.parametrize("name", ["captured_input_scalar", "input_clone_scalar"])
 @pytest.mark.parametrize("disabled", ["keep_identity_ops", "fold_only_constants"])
-def test_each_patch_alone(name, disabled, only, expect, dryrun_on_cpu, cpu_constants, fresh_dynamo, monkeypatch):
+def test_each_patch_alone(name, disabled, only, expect, dryrun_on_cpu, constants_on_cpu, fresh_dynamo, monkeypatch):
     """Either patch alone: fold_only_constants fixes every model; keep_identity_ops alone fixes only the clone's,
     by keeping the clone (an input's chain), so that the .item() no longer reads a placeholder."""
     if not expect.fold_pass:
