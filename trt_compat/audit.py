@@ -330,7 +330,7 @@ def _run_audited(original: Callable, name: str, phase: str, active: FrozenSet[st
             known = set(before_metadata)
             _record(name, [m for m in after if m not in known])
     if before_values is not None:
-        _record_values(_safe_judge(before_values, after_gm, name))
+        _record_values(_safe_judge(before_values, after_gm, name, args[1:]))
     return out
 
 
@@ -583,7 +583,7 @@ class _Slot:
 @dataclass
 class _Draw:
     kind: str
-    values: Dict[str, Any]  # placeholder name -> value
+    values: List[Any]  # one per graph input, in order
 
 
 # The real tensors of the last Dynamo graph judged in this thread: the post-lowering graph of the same compile has
@@ -686,36 +686,73 @@ def _candidates(pass_args: tuple) -> Iterator[List[Tuple[Any, bool]]]:
     last Dynamo graph's (the same compile's, if their shapes and dtypes match the graph's inputs)."""
     import torch
 
+    last = [(ref(), state) for ref, state in getattr(_thread, "last", ())]
+    state_of = {id(value): state for value, state in last if value is not None}
     for arg in pass_args:
         if isinstance(arg, (list, tuple)) and any(isinstance(value, torch.Tensor) for value in arg):
-            yield [(value, False) for value in arg if isinstance(value, torch.Tensor) and not _is_fake(value)]
-    last = [(ref(), state) for ref, state in getattr(_thread, "last", ())]
+            yield [
+                (value, state_of.get(id(value), False))
+                for value in arg
+                if isinstance(value, torch.Tensor) and not _is_fake(value)
+            ]
     if all(value is not None for value, _ in last):
         yield last
 
 
-def _draws(slots: List[_Slot]) -> List[_Draw]:
+def _recipe(slots: List[_Slot]) -> tuple:
+    """What the input sets of a graph are made of, input by input: the real values by identity and version, the
+    generated ones by shape and dtype (the same recipe gives the same numbers, whatever the inputs are called)."""
+    return tuple(
+        (
+            slot.state,
+            id(slot.real),
+            getattr(slot.real, "_version", None),
+            _spec(slot.example),
+        )
+        for slot in slots
+    )
+
+
+def _spec(example: Any) -> tuple:
+    """What a generated value is made from: the concrete shape and the dtype of a tensor, else the number."""
+    import torch
+
+    if isinstance(example, torch.Tensor):
+        return _concrete_shape(example), example.dtype, example.device.type
+    return (repr(_concrete(example)),)
+
+
+# The input sets of the last graphs judged, by recipe: the graph after a pass usually has the same inputs, and
+# generating a model's worth of inputs again for every pass would cost more than running it.
+_recent_draws: Dict[tuple, List[_Draw]] = {}
+_RECENT = 2
+
+
+def _draws(slots: List[_Slot], recipe: tuple) -> List[_Draw]:
     """The input sets a pass is judged on: the real inputs (where the graph has any), then two generated draws
     for every input that is not model state with a real value."""
+    if recipe in _recent_draws:
+        return _recent_draws[recipe]
     draws = []
     if any(slot.real is not None for slot in slots):
-        draws.append(_Draw(REAL, {s.name: s.real if s.real is not None else _generated(s, 0, True) for s in slots}))
+        draws.append(
+            _Draw(REAL, [s.real if s.real is not None else _generated(s, i, 0, True) for i, s in enumerate(slots)])
+        )
     if any(not (slot.state and slot.real is not None) for slot in slots):
         for number, (kind, special) in enumerate(((SPECIAL, True), (FINITE, False)), start=1):
-            draws.append(
-                _Draw(
-                    kind,
-                    {
-                        s.name: s.real if s.state and s.real is not None else _generated(s, number, special)
-                        for s in slots
-                    },
-                )
-            )
+            values = [
+                s.real if s.state and s.real is not None else _generated(s, i, number, special)
+                for i, s in enumerate(slots)
+            ]
+            draws.append(_Draw(kind, values))
+    while len(_recent_draws) >= _RECENT:
+        del _recent_draws[next(iter(_recent_draws))]
+    _recent_draws[recipe] = draws
     return draws
 
 
-def _generated(slot: _Slot, draw: int, special: bool) -> Any:
-    """A value like ``slot.example``, the same for the same slot and draw every time (fixed seed)."""
+def _generated(slot: _Slot, position: int, draw: int, special: bool) -> Any:
+    """A value like ``slot.example``, the same for the same position, draw, shape and dtype every time."""
     import torch
 
     example = slot.example
@@ -727,8 +764,7 @@ def _generated(slot: _Slot, draw: int, special: bool) -> Any:
     shape = _concrete_shape(example)
     if shape is None:
         raise _CannotRun(f"input '{slot.name}' has a size without a known value")
-    seed = sum(ord(c) * 131**i for i, c in enumerate(slot.name)) % (2**31) + 7919 * draw
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(1_000_003 * position + 7_919 * draw + 17)
     count = 1
     for size in shape:
         count *= size
@@ -737,7 +773,7 @@ def _generated(slot: _Slot, draw: int, special: bool) -> Any:
         flat = torch.rand(count, generator=generator) < 0.5
     elif dtype.is_floating_point or dtype.is_complex:
         # Multiples of 0.25: ties for max, sort and rounding, and zeros of both signs.
-        flat = (torch.randn(count, generator=generator, dtype=torch.float64) * 4).round() / 4
+        flat = (torch.randn(count, generator=generator) * 4).round() / 4
         specials = [0.0, -0.0] + ([float("nan"), float("inf"), float("-inf")] if special else [])
         if special:
             pick = torch.rand(count, generator=generator)
@@ -745,9 +781,13 @@ def _generated(slot: _Slot, draw: int, special: bool) -> Any:
             flat[(pick >= 0.04) & (pick < 0.06)] = float("inf")
             flat[(pick >= 0.06) & (pick < 0.08)] = float("-inf")
             flat[(pick >= 0.08) & (pick < 0.12)] = -0.0
-        # Each special value at least once, wherever the tensor is large enough.
-        for position, number in zip(torch.randperm(count, generator=generator).tolist(), specials):
-            flat[position] = number
+        # Each special value at least once, where the tensor is large enough (distinct places in small tensors).
+        if count <= 4096:
+            places = torch.randperm(count, generator=generator)[: len(specials)]
+        else:
+            places = torch.randint(0, count, (len(specials),), generator=generator)
+        for place, number in zip(places.tolist(), specials):
+            flat[place] = number
     elif dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8):
         # Small and non-negative: integer inputs are often indices.
         flat = torch.randint(0, 3, (count,), generator=generator)
@@ -797,17 +837,16 @@ def _same_random_numbers() -> Iterator[None]:
         yield
 
 
-def _run_graph(gm: Any, draw: _Draw) -> _Run:
-    """Run ``gm``'s graph (not its generated code: a pass may leave it stale) on copies of the draw's values and
-    of its parameters and buffers, so the model and the draw are never written."""
+def _run_graph(gm: Any, values: List[Any]) -> _Run:
+    """Run ``gm``'s graph (not its generated code: a pass may leave it stale) on copies of ``values`` (one per
+    input) and of its parameters and buffers, so the model and the input set are never written."""
     import torch
     from torch.utils._pytree import tree_flatten
 
     placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
-    missing = [node.name for node in placeholders if node.name not in draw.values]
-    if missing:
-        raise _CannotRun(f"the graph has new inputs {missing}")
-    inputs = {node.name: _copy(draw.values[node.name]) for node in placeholders}
+    if len(values) != len(placeholders):
+        raise _CannotRun(f"the graph has {len(placeholders)} inputs, the input set {len(values)}")
+    inputs = {node.name: _copy(value) for node, value in zip(placeholders, values)}
     versions: Dict[str, Tuple[Any, int]] = {}
     for name, value in inputs.items():
         if isinstance(value, torch.Tensor):
@@ -895,9 +934,10 @@ def difference(actual: Any, expected: Any, tolerance: Optional[Tolerance] = None
 
 
 def _first_change(
-    before: _Run, after: _Run, draw: _Draw, tolerance: Optional[Tolerance]
+    before: _Run, after: _Run, inputs: Dict[str, Any], tolerance: Optional[Tolerance]
 ) -> Optional[Tuple[str, str, str, float, str]]:
-    """(what, node, op, difference, detail) of the first output, then input or attribute, that differs."""
+    """(what, node, op, difference, detail) of the first output, then input or attribute, that differs; ``inputs``
+    are the input set's values by the names of the graph before the pass, as are the runs' written inputs."""
     import math
 
     if after.error is not None:
@@ -911,11 +951,11 @@ def _first_change(
             return f"output {index}", node, op, changed[0], changed[1]
     written = list(before.written) + [name for name in after.written if name not in before.written]
     for name in written:
-        original = draw.values.get(name, before.originals.get(name, after.originals.get(name)))
+        original = inputs.get(name, before.originals.get(name, after.originals.get(name)))
         new, old = after.written.get(name, original), before.written.get(name, original)
         changed = difference(new, old, tolerance)
         if changed is not None:
-            kind = "input" if name in draw.values else "attribute"
+            kind = "input" if name in inputs else "attribute"
             if name not in after.written:
                 how = "no longer written"
             elif name not in before.written:
@@ -928,17 +968,18 @@ def _first_change(
 
 
 # -- values: judging a pass -----------------------------------------------------------------------------------------
-# Last runs per graph module, keyed by its value signature and the input sets: the runs after one pass are the
-# runs before the next unless something changed in between.
+# Last runs per graph module, with its value signature and input recipe: the runs after one pass are the runs before
+# the next unless something changed in between.
 _value_cache: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 
 @dataclass
 class _Before:
     gm: Any
+    names: List[str]  # the graph's inputs
     signature: tuple
+    recipe: tuple
     draws: List[_Draw]
-    draws_key: tuple
     runs: List[_Run]
     phase: str
 
@@ -966,34 +1007,11 @@ def _attribute(gm: Any, target: str) -> Any:
     return value
 
 
-def _draws_key(slots: List[_Slot]) -> tuple:
-    """What the input sets are made of: the real values by identity and version, the generated ones by recipe
-    (they are the same numbers for the same input name, shape and dtype)."""
-    return tuple(
-        (
-            slot.name,
-            slot.state,
-            id(slot.real),
-            getattr(slot.real, "_version", None),
-            describe_value(slot.example) if _tensor_signature(slot.example) else repr(_concrete(slot.example)),
-        )
-        for slot in slots
-    )
-
-
-def _runs(gm: Any, signature: tuple, draws: List[_Draw], draws_key: tuple, pass_name: str) -> List[_Run]:
+def _cached_runs(gm: Any, signature: tuple, recipe: tuple) -> Optional[List[_Run]]:
     cached = _value_cache.get(gm)
-    if cached is not None and cached[0] == signature and cached[1] == draws_key:
+    if cached is not None and cached[0] == signature and cached[1] == recipe:
         return cached[2]
-    runs = []
-    for draw in draws:
-        try:
-            runs.append(_run_graph(gm, draw))
-        except _CannotRun as exc:
-            logger.debug("trt_compat audit: values around pass '%s' not judged on %s: %s", pass_name, draw.kind, exc)
-            runs.append(_Run(error=f"cannot run: {exc}"))
-    _value_cache[gm] = (signature, draws_key, runs)
-    return runs
+    return None
 
 
 def _safe_values(gm: Any, pass_name: str, pass_args: tuple, phase: str) -> Optional[_Before]:
@@ -1012,26 +1030,36 @@ def _safe_values(gm: Any, pass_name: str, pass_args: tuple, phase: str) -> Optio
 
 def _values_before(gm: Any, pass_name: str, pass_args: tuple, phase: str) -> Optional[_Before]:
     slots = _slots(gm, pass_args)
-    signature, key = _value_signature(gm), _draws_key(slots)
+    signature, recipe = _value_signature(gm), _recipe(slots)
     try:
-        draws = _draws(slots)
+        draws = _draws(slots, recipe)
     except _CannotRun as exc:
-        logger.debug("trt_compat audit: values around pass '%s' not judged: %s", pass_name, exc)
+        logger.debug("trt_compat audit: pass '%s' not judged: %s", pass_name, exc)
         return None
     if not draws:
         return None
-    runs = _runs(gm, signature, draws, key, pass_name)
+    runs = _cached_runs(gm, signature, recipe)
+    if runs is None:
+        runs = [_safe_run(gm, draw.values) for draw in draws]
+        _value_cache[gm] = (signature, recipe, runs)
     for run, draw in zip(runs, draws):
         if run.error is not None:
             logger.debug("trt_compat audit: pass '%s' not judged on %s: %s", pass_name, draw.kind, run.error)
-    return _Before(gm, signature, draws, key, runs, phase)
+    return _Before(gm, [slot.name for slot in slots], signature, recipe, draws, runs, phase)
 
 
-def _safe_judge(before: _Before, after_gm: Any, pass_name: str) -> Optional[ValueFinding]:
+def _safe_run(gm: Any, values: List[Any]) -> _Run:
+    try:
+        return _run_graph(gm, values)
+    except _CannotRun as exc:
+        return _Run(error=f"cannot run: {exc}")
+
+
+def _safe_judge(before: _Before, after_gm: Any, pass_name: str, pass_args: tuple) -> Optional[ValueFinding]:
     """The pass's first change to the graph's values, or None (also when the audit cannot tell)."""
     try:
         with _real_tensors():
-            return _judge(before, after_gm, pass_name)
+            return _judge(before, after_gm, pass_name, pass_args)
     except Exception as exc:
         logger.warning(
             "trt_compat audit: could not judge the values of pass '%s': %s: %s", pass_name, type(exc).__name__, exc
@@ -1039,35 +1067,43 @@ def _safe_judge(before: _Before, after_gm: Any, pass_name: str) -> Optional[Valu
         return None
 
 
-def _judge(before: _Before, after_gm: Any, pass_name: str) -> Optional[ValueFinding]:
+def _judge(before: _Before, after_gm: Any, pass_name: str, pass_args: tuple) -> Optional[ValueFinding]:
     signature = _value_signature(after_gm)
     if after_gm is before.gm and signature == before.signature:
         return None  # nothing that computes a value changed
-    tolerance = TOLERANCES.get(pass_name)
     try:
         renamed = _renamed_inputs(before.gm, after_gm, before.phase)
     except _CannotRun as exc:
         logger.debug("trt_compat audit: pass '%s' not judged: %s", pass_name, exc)
         return None
+    position = {name: index for index, name in enumerate(before.names)}
+    tolerance = TOLERANCES.get(pass_name)
     runs = []
     for draw, old in zip(before.draws, before.runs):
         if old.error is not None:
-            runs.append(old)
+            runs.append(_Run(error=old.error))
             continue
-        try:
-            new = _run_graph(after_gm, _Draw(draw.kind, {name: draw.values[was] for name, was in renamed.items()}))
-        except _CannotRun as exc:
-            logger.debug("trt_compat audit: pass '%s' not judged on %s: %s", pass_name, draw.kind, exc)
-            runs.append(_Run(error=f"cannot run: {exc}"))
+        new = _safe_run(after_gm, [draw.values[position[was]] for was in renamed.values()])
+        runs.append(new)
+        if new.error is not None and new.error.startswith("cannot run: "):
+            logger.debug("trt_compat audit: pass '%s' not judged on %s: %s", pass_name, draw.kind, new.error)
             continue
-        new.written = {renamed.get(name, name): value for name, value in new.written.items()}
-        change = _first_change(old, new, draw, tolerance)
+        # Compared under the names of the graph before the pass (AOT tracing renames every input).
+        compared = _Run(
+            new.outputs,
+            new.output_nodes,
+            {renamed.get(n, n): v for n, v in new.written.items()},
+            new.originals,
+            new.error,
+        )
+        change = _first_change(old, compared, dict(zip(before.names, draw.values)), tolerance)
         if change is not None:
             what, node, op, difference, detail = change
             return ValueFinding(pass_name, before.phase, _release(), node, op, what, difference, detail, draw.kind)
-        runs.append(new)
-    # The next pass compares with these runs: the graph as this pass left it.
-    _value_cache[after_gm] = (signature, before.draws_key, runs)
+    # The next pass compares with these runs, if it sees the same inputs (AOT tracing's graph usually does).
+    recipe = before.recipe if after_gm is before.gm else _recipe(_slots(after_gm, pass_args))
+    if recipe == before.recipe:
+        _value_cache[after_gm] = (signature, recipe, runs)
     return None
 
 

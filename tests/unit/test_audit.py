@@ -502,14 +502,33 @@ def test_a_graph_that_cannot_run_is_not_judged(caplog):
 def test_passes_that_change_nothing_cost_no_extra_run(monkeypatch):
     runs = []
     real_run = audit._run_graph
-    monkeypatch.setattr(audit, "_run_graph", lambda gm, draw: runs.append(draw.kind) or real_run(gm, draw))
+    monkeypatch.setattr(audit, "_run_graph", lambda gm, values: runs.append(gm) or real_run(gm, values))
 
     def act(gm, example_inputs):
         return [judged(lambda gm, *_: gm, gm, example_inputs, name="nothing") for _ in range(3)]
 
     assert in_backend(act, CloneThenScale(), torch.randn(2, 3)) == [[], [], []]
-    # One run per input set, before the first pass; the graph never changed, so nothing ran again.
-    assert runs == [audit.REAL, audit.SPECIAL, audit.FINITE]
+    # One run per input set (real, special, finite) before the first pass; the graph never changed.
+    assert len(runs) == 3
+
+
+def test_the_graph_after_aot_tracing_is_not_run_again_by_the_next_pass(monkeypatch):
+    runs = []
+    real_run = audit._run_graph
+    monkeypatch.setattr(audit, "_run_graph", lambda gm, values: runs.append(gm) or real_run(gm, values))
+
+    def act(gm, example_inputs):
+        traced = []
+
+        def trace(gm, sample_inputs):
+            traced.append(torch.fx.experimental.proxy_tensor.make_fx(gm, tracing_mode="fake")(*sample_inputs))
+            return traced[0]
+
+        judged(trace, gm, example_inputs, phase=audit.AOT, name=audit.AOT_TRACER)
+        return judged(lambda gm, *_: gm, traced[0], phase=audit.POST_LOWERING, name="first_post_lowering_pass")
+
+    assert in_backend(act, CloneThenScale(), torch.randn(2, 3)) == []
+    assert len(runs) == 6, "three runs before AOT tracing, three after it, none for the next pass"
 
 
 def test_strict_mode_raises_a_value_finding_from_the_pass(monkeypatch):
