@@ -556,14 +556,34 @@ FINITE = "generated finite inputs"
 
 
 class Tolerance(NamedTuple):
+    """``actual`` is close to ``expected`` where ``|actual - expected| <= atol * max|expected| + rtol * |expected|``
+    element by element (the largest finite magnitude scales ``atol``: rounding is relative to the values a graph
+    computes); NaN must stay NaN and infinities must stay the same infinities."""
+
     atol: float
     rtol: float
     why: str
+    # False: not compared on the input set with NaN and infinities, where such a step may legitimately differ.
+    with_special_values: bool = True
 
 
-# Passes meant to change numerics, with the tolerance their outputs are compared with; every other pass must keep
-# every bit. None so far: every difference the campaign (compat/DIFFERENTIAL.md) found was a defect.
-TOLERANCES: Dict[str, Tolerance] = {}
+# Steps meant to change numerics, with the tolerance their results are compared with; every other pass must keep
+# every bit. Measured in compat/DIFFERENTIAL.md (which attributes bit for bit, without this table).
+TOLERANCES: Dict[str, Tolerance] = {
+    AOT_TRACER: Tolerance(
+        atol=1e-5,
+        rtol=1e-5,
+        why=(
+            "AOT tracing applies Torch-TensorRT's decompositions, which replace fused kernels by elementary ops "
+            "(silu -> x * sigmoid(x), upsample_bilinear2d -> gathers and a weighted sum, log_softmax, var, addcmul, "
+            "lerp): the same function, rounded at every step, so the last bits differ from eager (measured up to "
+            "4.8e-7 on single ops of magnitude 1, 1.9e-6 through fcn_resnet50). At infinities the rearranged "
+            "arithmetic may give NaN where the fused kernel gives inf (0 * inf), so the input set with NaN and "
+            "infinities is not compared; a decomposition that is wrong for finite numbers still is."
+        ),
+        with_special_values=False,
+    ),
+}
 
 
 class _CannotRun(Exception):
@@ -922,7 +942,7 @@ def difference(actual: Any, expected: Any, tolerance: Optional[Tolerance] = None
         equal &= (torch.signbit(a) == torch.signbit(b)) | both_nan
     if bool(equal.all()):
         return None
-    if tolerance is not None and torch.allclose(a, b, rtol=tolerance.rtol, atol=tolerance.atol, equal_nan=True):
+    if tolerance is not None and _close(a, b, tolerance):
         return None
     gap = (a.to(torch.complex128 if a.is_complex() else torch.float64) - b).abs()
     gap = gap.masked_fill((a == b) | both_nan, 0).nan_to_num(nan=math.inf, posinf=math.inf)
@@ -931,6 +951,16 @@ def difference(actual: Any, expected: Any, tolerance: Optional[Tolerance] = None
     if largest == 0:
         return 0.0, f"the sign of zero differs at {count} of {a.numel()} elements"
     return largest, f"{count} of {a.numel()} elements differ, by up to {largest:g}"
+
+
+def _close(actual: Any, expected: Any, tolerance: Tolerance) -> bool:
+    """Within ``tolerance``: NaN where NaN, the same infinities, and every finite difference at most
+    ``atol * (largest finite |expected|) + rtol * |expected|``."""
+    import torch
+
+    finite = expected[expected.isfinite()]
+    scale = finite.abs().max().item() if finite.numel() else 0.0
+    return torch.allclose(actual, expected, rtol=tolerance.rtol, atol=tolerance.atol * scale, equal_nan=True)
 
 
 def _first_change(
@@ -1088,6 +1118,8 @@ def _judge(before: _Before, after_gm: Any, pass_name: str, pass_args: tuple) -> 
         if new.error is not None and new.error.startswith("cannot run: "):
             logger.debug("trt_compat audit: pass '%s' not judged on %s: %s", pass_name, draw.kind, new.error)
             continue
+        if tolerance is not None and not tolerance.with_special_values and draw.kind == SPECIAL:
+            continue  # run all the same: the next pass compares with it
         # Compared under the names of the graph before the pass (AOT tracing renames every input).
         compared = _Run(
             new.outputs,

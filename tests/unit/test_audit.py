@@ -469,6 +469,24 @@ def test_aot_tracing_renames_inputs_and_is_matched_by_position():
     assert finding.phase == "AOT tracing" and finding.pass_name == "aot_export_joint_simple"
 
 
+def test_aot_tracing_may_round_within_its_documented_tolerance():
+    def traced_with(factor):
+        def trace(gm, sample_inputs):
+            traced = torch.fx.experimental.proxy_tensor.make_fx(gm)(*sample_inputs)
+            return retarget(traced, torch.ops.aten.add.Tensor, lambda a, b: torch.add(a, b) * factor)
+
+        return trace
+
+    x = torch.randn(2, 3)
+    rounding = judged_in_backend(traced_with(1 + 1e-7), CloneThenScale(), x, phase=audit.AOT, name=audit.AOT_TRACER)
+    assert rounding == []
+    (finding,) = judged_in_backend(traced_with(1.001), CloneThenScale(), x, phase=audit.AOT, name=audit.AOT_TRACER)
+    assert finding.pass_name == audit.AOT_TRACER and finding.inputs == audit.REAL
+    # Other passes keep every bit: the same rounding there is a finding.
+    (finding,) = judged_in_backend(traced_with(1 + 1e-7), CloneThenScale(), x, phase=audit.AOT, name="another_pass")
+    assert finding.difference > 0
+
+
 def test_an_exported_graph_is_judged_on_generated_inputs():
     gm = exported()  # torch.export: no reference to real tensors, only meta['val']
     found = judged(
