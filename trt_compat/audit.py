@@ -11,7 +11,7 @@ op and both values.
 **Value audit** (``TRT_COMPAT_AUDIT=values``; both audits: ``=metadata,values`` or ``=all``). A pass that changes
 what the graph computes gives wrong numbers and no error. Every graph pass between the user's model and
 partitioning is wrapped: the passes the ``torch.compile`` backend's ``_pretraced_backend`` calls before AOT tracing
-(:func:`pre_aot_passes` finds them in each release's code: ``fold_get_attr_item_calls``, ``repair_input_aliasing``,
+(:func:`backend_passes` finds them in each release's code: ``fold_get_attr_item_calls``, ``repair_input_aliasing``,
 ``remove_detach``, ...) and the post-lowering passes. The graph is run on real tensors before and after the pass,
 on the same inputs, and its outputs and the final contents of its inputs, parameters and buffers (in-place
 updates) are compared bit for bit (NaN equals NaN; the sign of zero counts). The first pass that changed anything
@@ -106,7 +106,7 @@ class ValueFinding:
     """A pass changed what the graph computes: an output, or the final contents of an input, parameter or buffer."""
 
     pass_name: str
-    phase: str  # PRE_AOT, AOT or POST_LOWERING
+    phase: str  # PRE_AOT, AOT, POST_AOT or POST_LOWERING
     release: str  # the torch-tensorrt version that ran the pass
     node: str  # the node of the first output that differs, or the input / attribute whose contents differ
     op: str
@@ -282,8 +282,8 @@ def _install(active: FrozenSet[str]) -> None:
         changes.replace_pass(manager, entry, _audited(entry, active, POST_LOWERING))
     if VALUES in active:
         backends = importlib.import_module(BACKENDS_MODULE)
-        for name in pre_aot_passes(backends):
-            changes.wrap_function(backends, name, _values_wrapper(name, PRE_AOT))
+        for name, phase in backend_passes(backends):
+            changes.wrap_function(backends, name, _values_wrapper(name, phase))
         if callable(getattr(backends, AOT_TRACER, None)):
             changes.wrap_function(backends, AOT_TRACER, _values_wrapper(AOT_TRACER, AOT))
 
@@ -507,6 +507,7 @@ def _agrees(recorded: Any, fresh: Any) -> bool:
 # -- values: which passes --------------------------------------------------------------------------------------
 PRE_AOT = "pre-AOT"
 AOT = "AOT tracing"
+POST_AOT = "post-AOT"
 POST_LOWERING = "post-lowering"
 # The backend traces the Dynamo graph to ATen with Torch-TensorRT's decompositions through this function, imported
 # into the backends module by name; judged like a pass, with its inputs matched by position (it renames them).
@@ -520,19 +521,23 @@ NOT_JUDGED = {
 }
 
 
-def pre_aot_passes(backends: Any) -> List[str]:
-    """Names of the graph passes ``backends._pretraced_backend`` calls, as it looks them up in its module.
+def backend_passes(backends: Any) -> List[Tuple[str, str]]:
+    """(name, phase) of each graph pass ``backends._pretraced_backend`` calls, as it looks them up in its module.
 
     Read from the release's code rather than listed here: the functions it names that live in Torch-TensorRT's
     lowering package or in the backends module itself and take a graph module (``gm``) first, less
-    :data:`NOT_JUDGED`. They are imported into the backends module by name, so that is where they are wrapped.
+    :data:`NOT_JUDGED`. They are imported into the backends module by name, so that is where they are wrapped. The
+    phase is PRE_AOT for those it names before the AOT tracer, POST_AOT after it (2.12+ removes SymInt inputs
+    after tracing).
     """
     import inspect
 
     backend = inspect.unwrap(getattr(backends, "_pretraced_backend", None) or (lambda: None))
-    found: List[str] = []
-    for name in getattr(getattr(backend, "__code__", None), "co_names", ()):
-        if name in NOT_JUDGED or name in found or not callable(getattr(backends, name, None)):
+    names = list(getattr(getattr(backend, "__code__", None), "co_names", ()))
+    traced_at = names.index(AOT_TRACER) if AOT_TRACER in names else len(names)
+    found: List[Tuple[str, str]] = []
+    for position, name in enumerate(names):
+        if name in NOT_JUDGED or not callable(getattr(backends, name, None)):
             continue
         function = inspect.unwrap(getattr(backends, name))
         if not inspect.isfunction(function):
@@ -545,7 +550,7 @@ def pre_aot_passes(backends: Any) -> List[str]:
         except (TypeError, ValueError):
             continue
         if parameters[:1] == ["gm"]:
-            found.append(name)
+            found.append((name, PRE_AOT if position < traced_at else POST_AOT))
     return found
 
 

@@ -269,13 +269,15 @@ def test_value_audit_is_silent_on_a_graph_every_pass_keeps(audit, upstream, prob
     assert value_findings(found) == []
 
 
-def test_the_pre_aot_passes_are_found_in_each_release(audit, release):
+def test_the_backend_passes_are_found_in_each_release(audit, release):
     from torch_tensorrt.dynamo.backend import backends
 
-    names = audit.pre_aot_passes(backends)
-    assert {"repair_input_aliasing", "remove_detach"} <= set(names), names
-    assert ("fold_get_attr_item_calls" in names) == (release >= (2, 12, 0)), names
-    assert not set(names) & set(audit.NOT_JUDGED)
+    phases = dict(audit.backend_passes(backends))
+    assert phases["repair_input_aliasing"] == phases["remove_detach"] == audit.PRE_AOT, phases
+    assert ("fold_get_attr_item_calls" in phases) == (release >= (2, 12, 0)), phases
+    # SymInt inputs are removed before AOT tracing up to 2.11, after it from 2.12 on.
+    assert phases["remove_sym_nodes"] == (audit.POST_AOT if release >= (2, 12, 0) else audit.PRE_AOT), phases
+    assert not set(phases) & set(audit.NOT_JUDGED)
 
 
 def test_values_on_wraps_by_name_and_off_restores_the_same_objects(audit, upstream):
@@ -284,7 +286,7 @@ def test_values_on_wraps_by_name_and_off_restores_the_same_objects(audit, upstre
     before = backend_functions()
     audit.enable("values")
     wrapped = {name for name, value in backend_functions().items() if value is not before[name]}
-    assert wrapped == set(audit.pre_aot_passes(backends)) | {audit.AOT_TRACER}
+    assert wrapped == {name for name, _ in audit.backend_passes(backends)} | {audit.AOT_TRACER}
     assert all(getattr(backends, name).__wrapped__ is before[name] for name in wrapped)
     audit.disable()
     assert backend_functions() == before
@@ -299,7 +301,7 @@ def test_values_audit_wraps_what_trt_compat_applied_and_undoes_exactly(audit, pr
     with audit.auditing("values"):
         trt_compat.apply()
         # The audit sits on top of whatever trt_compat put in place, which in turn calls upstream's function.
-        for name in audit.pre_aot_passes(backends) + [audit.AOT_TRACER]:
+        for name in [name for name, _ in audit.backend_passes(backends)] + [audit.AOT_TRACER]:
             assert getattr(backends, name) is not upstream_functions[name]
             assert inspect.unwrap(getattr(backends, name)) is inspect.unwrap(upstream_functions[name])
         probe.compile(ThreeViews().eval(), torch.randn(2, 3, 4))

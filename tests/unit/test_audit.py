@@ -584,6 +584,9 @@ BACKEND_SOURCE = textwrap.dedent("""
     def post_lowering(gm, settings=None):
         return gm
 
+    def remove_sym_nodes(gm, sample_inputs=None, settings=None):
+        return gm
+
     def aot_export_joint_simple(gm, args, trace_joint=False, decompositions=None):
         return gm
 
@@ -594,6 +597,7 @@ BACKEND_SOURCE = textwrap.dedent("""
         gm = fold_get_attr_item_calls(gm, sample_inputs)
         repair_input_aliasing(gm, settings)
         gm = aot_export_joint_simple(gm, sample_inputs, decompositions=get_decompositions())
+        remove_sym_nodes(gm, sample_inputs, settings)
         gm = post_lowering(gm, settings)
         _strip_trt_sdpa_kwargs(gm)
         return gm
@@ -605,7 +609,13 @@ def stub_backends():
     backends = types.ModuleType(audit.BACKENDS_MODULE)
     backends.STRIP = strip_identity_ops
     exec(compile(BACKEND_SOURCE, "backends.py", "exec"), backends.__dict__)
-    for name in ("fold_get_attr_item_calls", "repair_input_aliasing", "get_decompositions", "post_lowering"):
+    for name in (
+        "fold_get_attr_item_calls",
+        "repair_input_aliasing",
+        "get_decompositions",
+        "post_lowering",
+        "remove_sym_nodes",
+    ):
         getattr(backends, name).__module__ = "torch_tensorrt.dynamo.lowering.passes"
     backends.aot_export_joint_simple.__module__ = "torch._functorch.aot_autograd"
     with (
@@ -616,22 +626,32 @@ def stub_backends():
     audit.disable()
 
 
-def test_the_pre_aot_passes_are_read_from_the_backend_code(stub_backends):
+def test_the_backend_passes_are_read_from_the_backend_code(stub_backends):
     backends, _ = stub_backends
     # get_decompositions takes no graph, post_lowering runs the (separately wrapped) pass list, _strip_trt_sdpa_kwargs
     # runs after partitioning, aot_export_joint_simple is torch's: judged as the AOT tracing step instead.
-    assert audit.pre_aot_passes(backends) == ["fold_get_attr_item_calls", "repair_input_aliasing"]
+    assert audit.backend_passes(backends) == [
+        ("fold_get_attr_item_calls", audit.PRE_AOT),
+        ("repair_input_aliasing", audit.PRE_AOT),
+        ("remove_sym_nodes", audit.POST_AOT),
+    ]
 
 
 def test_values_on_wraps_by_name_and_off_restores_the_same_objects(stub_backends):
     backends, manager = stub_backends
     originals = {
         name: getattr(backends, name)
-        for name in ("fold_get_attr_item_calls", "repair_input_aliasing", "aot_export_joint_simple", "post_lowering")
+        for name in (
+            "fold_get_attr_item_calls",
+            "repair_input_aliasing",
+            "aot_export_joint_simple",
+            "remove_sym_nodes",
+            "post_lowering",
+        )
     }
     passes = list(manager.passes)
     audit.enable("values")
-    for name in ("fold_get_attr_item_calls", "repair_input_aliasing", "aot_export_joint_simple"):
+    for name in ("fold_get_attr_item_calls", "repair_input_aliasing", "aot_export_joint_simple", "remove_sym_nodes"):
         assert getattr(backends, name) is not originals[name] and getattr(backends, name).__wrapped__ is originals[name]
     assert backends.post_lowering is originals["post_lowering"]
     assert manager.passes[0].__wrapped__ is swap_view_vals
