@@ -835,9 +835,15 @@ class _Run:
 
 
 def _copy(value: Any) -> Any:
+    """A copy the graph may write, which computes what ``value`` computes: it keeps ``requires_grad``, since some
+    ops choose their kernel by it even under no_grad (``matmul`` folds batches into one ``mm`` only when neither
+    operand requires grad), and the last bits of the result with it."""
     import torch
 
-    return value.detach().clone() if isinstance(value, torch.Tensor) else value
+    if not isinstance(value, torch.Tensor):
+        return value
+    copied = value.detach().clone()
+    return copied.requires_grad_() if value.requires_grad else copied
 
 
 @contextlib.contextmanager

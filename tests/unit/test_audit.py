@@ -437,6 +437,29 @@ def test_the_audit_never_writes_the_model_or_the_inputs():
     assert findings and findings[0].what.startswith("final contents of input")
 
 
+def test_the_graph_runs_as_in_eager_with_parameters_that_require_grad():
+    class LinearOnTransposed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(7, 7)
+
+        def forward(self, x):
+            # matmul folds the batch dimensions into one mm only when no operand requires grad (even under no_grad):
+            # the last bits of the result depend on the weight's requires_grad.
+            return self.linear(x.transpose(2, 3).contiguous().transpose(2, 3))
+
+    torch.manual_seed(0)
+    model, x = LinearOnTransposed(), torch.randn(1, 3, 12, 7)
+    with torch.no_grad():
+        expected = model(x)
+
+    def act(gm, example_inputs):
+        slots = audit._slots(gm, ())
+        return audit._run_graph(gm, [slot.real for slot in slots]).outputs[0]
+
+    assert audit.difference(in_backend(act, model, x), expected) is None
+
+
 def test_random_ops_draw_the_same_numbers_before_and_after():
     class Noisy(torch.nn.Module):
         def forward(self, x):
