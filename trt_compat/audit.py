@@ -637,10 +637,21 @@ def _grapharg(node: Any) -> Tuple[Any, bool]:
         return None, False
     if getattr(argument, "pass_arg_as_tensor", False) and not isinstance(real, torch.Tensor):
         real = torch.as_tensor(real)
-    source = getattr(getattr(argument, "source", None), "name", "")
-    source = str(source() if callable(source) else source)  # a method before torch 2.9, then a property
-    state = isinstance(real, torch.nn.Parameter) or "_parameters" in source or "_buffers" in source
-    return (None, False) if _is_fake(real) else (real, state)
+    if _is_fake(real):
+        return None, False
+    return real, isinstance(real, torch.nn.Parameter) or _from_module(getattr(argument, "source", None))
+
+
+def _from_module(source: Any) -> bool:
+    """Whether Dynamo read this input from an ``nn.Module`` (a parameter, buffer or tensor attribute): model state,
+    which a compiled graph may treat as constant, unlike the call's own inputs."""
+    guard_source = getattr(source, "guard_source", None)
+    if callable(guard_source):  # a method on older torch, a property on newer
+        guard_source = guard_source()
+    return any(
+        callable(getattr(guard_source, test, None)) and getattr(guard_source, test)()
+        for test in ("is_specialized_nn_module", "is_unspecialized_nn_module")
+    )
 
 
 def _is_fake(value: Any) -> bool:
