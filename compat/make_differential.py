@@ -37,8 +37,12 @@ class Rule:
     first: str = "2.2.0"  # first release the rule covers
     fixed: Optional[str] = None  # first release it no longer covers
     models: str = "*"  # fnmatch pattern on the model name
-    first_pass: Optional[str] = None  # the pass the value audit names first ("" : no pass named)
-    first_what: Optional[str] = None  # regular expression what that first finding says changed must match
+    # The value audit's first finding (any finding, with any_finding) names this pass, says this changed, on this
+    # input set (regular expressions for the last two).
+    first_pass: Optional[str] = None
+    first_what: Optional[str] = None
+    first_inputs: Optional[str] = None
+    any_finding: bool = False
     only_passes: Optional[Tuple[str, ...]] = None  # every pass the value audit names is one of these
     error: Optional[str] = None  # regular expression the error's first line must contain
     relative_at_most: Optional[float] = None  # largest difference to eager, relative to the value's magnitude
@@ -70,6 +74,8 @@ TRIAGE: Tuple[Rule, ...] = (
         patch="keep_input_items",
         first="2.12.0",
         first_pass="fold_get_attr_item_calls",
+        # Right on the compile's own inputs, wrong on any other: the folded number is the first call's.
+        first_inputs=r"^generated ",
         where=r"^call 2, ",
         reason=(
             "fold_get_attr_item_calls (2.12+) folds .item() of a graph input into the number it has at compile time: "
@@ -83,7 +89,7 @@ TRIAGE: Tuple[Rule, ...] = (
         patch="keep_identity_ops",
         first="2.12.0",
         first_pass="fold_get_attr_item_calls",
-        where=r"^call 1, ",
+        first_inputs=r"^the compile's real inputs$",
         reason=(
             "fold_get_attr_item_calls (2.12+) removes every clone/contiguous/detach before AOT tracing: a clone "
             "changed in place no longer protects its source (wrong numbers, no error)"
@@ -95,6 +101,7 @@ TRIAGE: Tuple[Rule, ...] = (
         patch="keep_input_mutations",
         first_pass="repair_input_aliasing",
         first_what=r"^final contents of input ",
+        any_finding=True,  # after fold_get_attr_item_calls (2.12+), which may change other values first
         reason=(
             "repair_input_aliasing clones every graph input before AOT tracing, so in-place updates of inputs "
             "(and of buffers, graph inputs since torch 2.5) land on the clones and never reach the caller"
@@ -199,9 +206,8 @@ def matches(rule: Rule, release: str, model: str, side_name: str, side: dict) ->
         return False
     if rule.patch is not None and side_name == "with" and rule.patch in side.get("patches", []):
         return False  # the patch was applied, and the problem is still there: not fixed
-    if rule.first_pass is not None and first_pass(side) != rule.first_pass:
-        return False
-    if rule.first_what is not None and not re.search(rule.first_what, first_finding(side).get("what", "")):
+    findings = (side.get("audit") or []) if rule.any_finding else [first_finding(side)]
+    if not any(_finding_matches(rule, finding) for finding in findings):
         return False
     if rule.only_passes is not None and not {f["pass"] for f in side.get("audit") or []} <= set(rule.only_passes):
         return False
@@ -212,6 +218,14 @@ def matches(rule: Rule, release: str, model: str, side_name: str, side: dict) ->
     if rule.relative_at_most is not None and not _number(side.get("relative_difference")) <= rule.relative_at_most:
         return False
     return True
+
+
+def _finding_matches(rule: Rule, finding: dict) -> bool:
+    if rule.first_pass is not None and finding.get("pass", "") != rule.first_pass:
+        return False
+    if rule.first_what is not None and not re.search(rule.first_what, finding.get("what", "")):
+        return False
+    return rule.first_inputs is None or bool(re.search(rule.first_inputs, finding.get("inputs", "")))
 
 
 def _number(value: object) -> float:
