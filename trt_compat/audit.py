@@ -608,7 +608,16 @@ class _Slot:
 @dataclass
 class _Draw:
     kind: str
-    values: List[Any]  # one per graph input, in order
+    # One per graph input, in order; the compile's real tensors by weak reference (the draws outlive the compile in
+    # _recent_draws, and the audit must not keep a model's tensors alive).
+    stored: List[Any]
+
+    @property
+    def values(self) -> List[Any]:
+        values = [value() if isinstance(value, weakref.ref) else value for value in self.stored]
+        if any(value is None and isinstance(kept, weakref.ref) for value, kept in zip(values, self.stored)):
+            raise _CannotRun("a real input of the compile no longer exists")
+        return values
 
 
 # The real tensors of the last Dynamo graph judged in this thread: the post-lowering graph of the same compile has
@@ -772,12 +781,12 @@ def _draws(slots: List[_Slot], recipe: tuple) -> List[_Draw]:
     draws = []
     if any(slot.real is not None for slot in slots):
         draws.append(
-            _Draw(REAL, [s.real if s.real is not None else _generated(s, i, 0, True) for i, s in enumerate(slots)])
+            _Draw(REAL, [_real(s) if s.real is not None else _generated(s, i, 0, True) for i, s in enumerate(slots)])
         )
     if any(not (slot.state and slot.real is not None) for slot in slots):
         for number, (kind, special) in enumerate(((SPECIAL, True), (FINITE, False)), start=1):
             values = [
-                s.real if s.state and s.real is not None else _generated(s, i, number, special)
+                _real(s) if s.state and s.real is not None else _generated(s, i, number, special)
                 for i, s in enumerate(slots)
             ]
             draws.append(_Draw(kind, values))
@@ -785,6 +794,12 @@ def _draws(slots: List[_Slot], recipe: tuple) -> List[_Draw]:
         del _recent_draws[next(iter(_recent_draws))]
     _recent_draws[recipe] = draws
     return draws
+
+
+def _real(slot: _Slot) -> Any:
+    import torch
+
+    return weakref.ref(slot.real) if isinstance(slot.real, torch.Tensor) else slot.real
 
 
 def _generated(slot: _Slot, position: int, draw: int, special: bool) -> Any:
@@ -1092,7 +1107,7 @@ def _values_before(gm: Any, pass_name: str, pass_args: tuple, phase: str) -> Opt
         return None
     runs = _cached_runs(gm, signature, recipe)
     if runs is None:
-        runs = [_safe_run(gm, draw.values) for draw in draws]
+        runs = [_safe_run(gm, lambda draw=draw: draw.values) for draw in draws]
         _value_cache[gm] = (signature, recipe, runs)
     for run, draw in zip(runs, draws):
         if run.error is not None:
@@ -1100,9 +1115,9 @@ def _values_before(gm: Any, pass_name: str, pass_args: tuple, phase: str) -> Opt
     return _Before(gm, [slot.name for slot in slots], signature, recipe, draws, runs, phase)
 
 
-def _safe_run(gm: Any, values: List[Any]) -> _Run:
+def _safe_run(gm: Any, values: Callable[[], List[Any]]) -> _Run:
     try:
-        return _run_graph(gm, values)
+        return _run_graph(gm, values())
     except _CannotRun as exc:
         return _Run(error=f"cannot run: {exc}")
 
@@ -1135,7 +1150,7 @@ def _judge(before: _Before, after_gm: Any, pass_name: str, pass_args: tuple) -> 
         if old.error is not None:
             runs.append(_Run(error=old.error))
             continue
-        new = _safe_run(after_gm, [draw.values[position[was]] for was in renamed.values()])
+        new = _safe_run(after_gm, lambda draw=draw: [draw.values[position[was]] for was in renamed.values()])
         runs.append(new)
         if new.error is not None and new.error.startswith("cannot run: "):
             logger.debug("trt_compat audit: pass '%s' not judged on %s: %s", pass_name, draw.kind, new.error)

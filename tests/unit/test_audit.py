@@ -460,6 +460,18 @@ def test_the_graph_runs_as_in_eager_with_parameters_that_require_grad():
     assert audit.difference(in_backend(act, model, x), expected) is None
 
 
+def test_the_audit_keeps_no_model_alive():
+    import gc
+    import weakref
+
+    model = ScaledByItem()
+    parameter = weakref.ref(model.scale)
+    assert judged_in_backend(lambda gm, *_: gm, model, torch.randn(2, 3), scalars=True, name="nothing") == []
+    del model
+    gc.collect()
+    assert parameter() is None, "the audit's cached input sets kept the model's parameter alive"
+
+
 def test_random_ops_draw_the_same_numbers_before_and_after():
     class Noisy(torch.nn.Module):
         def forward(self, x):
