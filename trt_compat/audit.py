@@ -10,9 +10,11 @@ op and both values.
 
 **Value audit** (``TRT_COMPAT_AUDIT=values``; both audits: ``=metadata,values`` or ``=all``). A pass that changes
 what the graph computes gives wrong numbers and no error. Every graph pass between the user's model and
-partitioning is wrapped: the passes the ``torch.compile`` backend's ``_pretraced_backend`` calls before AOT tracing
+partitioning is wrapped: the passes the ``torch.compile`` backend's ``_pretraced_backend`` calls itself
 (:func:`backend_passes` finds them in each release's code: ``fold_get_attr_item_calls``, ``repair_input_aliasing``,
-``remove_detach``, ...) and the post-lowering passes. The graph is run on real tensors before and after the pass,
+``remove_detach``, ...), its AOT tracing (``aot_export_joint_simple``, with Torch-TensorRT's decompositions) and the
+post-lowering passes; they are looked up by name in the backends module, so that is where they are wrapped
+(``Changes.wrap_function``). The graph is run on real tensors before and after the pass,
 on the same inputs, and its outputs and the final contents of its inputs, parameters and buffers (in-place
 updates) are compared bit for bit (NaN equals NaN; the sign of zero counts). The first pass that changed anything
 is named, with the node (the first output that differs, or the input whose final contents differ) and the largest
@@ -20,7 +22,8 @@ difference. Inputs are the compile's real tensors where the graph has them (Dyna
 parameter and to the first call's inputs: ``.item()`` folding bakes real parameter values in, so random ones
 would make a correct pass look wrong), and two generated draws for the rest and for the graph's own inputs: one
 with NaN, +-inf, ties and -0.0 mixed in, one finite (NaN hides differences). A graph that cannot run on an input
-set is not judged on it (logged at debug level). :data:`TOLERANCES` lists the passes meant to change numerics.
+set is not judged on it (logged at debug level). :data:`TOLERANCES` lists the steps meant to change numerics
+(AOT tracing's decompositions round differently); every other pass must keep every bit.
 
     TRT_COMPAT_AUDIT=values python app.py       # or, in Python:
     from trt_compat import audit
