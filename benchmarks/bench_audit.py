@@ -28,6 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # noqa: E402
 
+# This checkout's trt_compat, not an installed copy (the script's own folder comes first on sys.path otherwise).
+sys.path.insert(0, str(_common.REPO))
+
 MODES = {
     "never": None,  # trt_compat never imported
     "off": "",  # imported, audit off
@@ -43,7 +46,6 @@ def child(mode: str, model_name: str, compiles: int) -> dict:
     if mode != "never":
         import trt_compat.audit  # noqa: F401  (before torch_tensorrt, as deployments import it)
     import_seconds = time.perf_counter() - started
-    sys.path.insert(0, str(_common.REPO))
     from tests.harness import activate
 
     info = activate.prepare()
@@ -60,7 +62,15 @@ def child(mode: str, model_name: str, compiles: int) -> dict:
         compile_once(model, x)
         wall.append(time.perf_counter() - wall_start)
         cpu.append(time.process_time() - cpu_start)
-    return {"import_seconds": import_seconds, "wall": wall, "cpu": cpu, "wrapped": wrapped()}
+    import trt_compat
+
+    return {
+        "import_seconds": import_seconds,
+        "wall": wall,
+        "cpu": cpu,
+        "wrapped": wrapped(),
+        "trt_compat": trt_compat.__file__,
+    }
 
 
 def build(name: str):
