@@ -1,16 +1,26 @@
-"""trt_compat.audit on plain torch.export graphs, without Torch-TensorRT: the check itself, the pass wrapper's
-attribution of a mismatch to the pass that introduced it, strict mode, and that the audit never breaks a pass.
-The real pass list is audited in tests/integration/test_audit.py.
+"""trt_compat.audit without Torch-TensorRT.
+
+Metadata audit, on plain torch.export graphs: the check itself, the pass wrapper's attribution of a mismatch to the
+pass that introduced it, strict mode, and that the audit never breaks a pass. Value audit, on Dynamo graphs
+captured by a custom torch.compile backend: passes that do what upstream's do (or what a broken one would) are
+named or not, bit for bit, on real and generated inputs; the audit never writes the model or the inputs; and
+switching it on and off wraps and restores a stand-in backends module exactly. The real passes are audited in
+tests/integration/test_audit.py.
 """
 
+import logging
+import math
+import operator
 import subprocess
 import sys
+import textwrap
+import types
 
 import pytest
 import torch
 from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
 
-from trt_compat import audit
+from trt_compat import audit, testing
 
 
 class Views(torch.nn.Module):
@@ -148,3 +158,553 @@ def test_importing_the_audit_imports_no_torch():
     code = "import sys, trt_compat.audit; print([m for m in ('torch', 'torch_tensorrt') if m in sys.modules])"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+# -- the value audit ------------------------------------------------------------------------------------------------
+# Dynamo graphs captured by a custom torch.compile backend on CPU torch, and passes that do to them what upstream's
+# passes do (or what a broken one would); the real passes are judged in tests/integration/test_audit.py.
+
+
+def in_backend(act, model, *inputs, scalars=False):
+    """``act(gm, example_inputs)`` run inside torch.compile's call of a backend, where the Dynamo graph's inputs still
+    carry Dynamo's references to the real tensors (it drops them once the backend returns); returns what it gave."""
+    results = []
+
+    def backend(gm, example_inputs):
+        forward = gm.forward  # the graph as captured: the passes under test may change gm
+        results.append(act(gm, list(example_inputs)))
+        return forward
+
+    torch._dynamo.reset()
+    try:
+        with torch._dynamo.config.patch(capture_scalar_outputs=scalars):
+            torch.compile(model, backend=backend, fullgraph=True)(*inputs)
+    except torch._dynamo.exc.BackendCompilerFailed as exc:
+        raise exc.inner_exception from None
+    finally:
+        torch._dynamo.reset()
+    (result,) = results
+    return result
+
+
+class CloneThenScale(torch.nn.Module):
+    def forward(self, x):
+        y = x.clone()
+        y.mul_(2)
+        return x + y
+
+
+class AddToInput(torch.nn.Module):
+    def forward(self, x):
+        x.add_(1)
+        return x * 2
+
+
+class ScaledByItem(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(3.0))
+
+    def forward(self, x):
+        return x * self.scale.item()
+
+
+def strip_identity_ops(gm, *_):
+    """What 2.12+'s fold_get_attr_item_calls does first: every clone/contiguous/detach replaced by its input."""
+    for node in list(gm.graph.nodes):
+        if node.op == "call_method" and node.target in ("clone", "contiguous", "detach"):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
+
+
+def clone_inputs(gm, *_):
+    """What repair_input_aliasing does: every user of a tensor input reads a clone of it instead."""
+    placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
+    for node in placeholders:
+        with gm.graph.inserting_after(placeholders[-1]):
+            clone = gm.graph.call_function(torch.ops.aten.clone.default, (node,))
+        node.replace_all_uses_with(clone, delete_user_cb=lambda user, clone=clone: user is not clone)
+    gm.recompile()
+    return gm
+
+
+def retarget(gm, old, new):
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target is old:
+            node.target = new
+    gm.recompile()
+    return gm
+
+
+def fold_items(value_of):
+    """A pass folding ``<placeholder>.item()`` into ``value_of(placeholder)`` (upstream: the real tensor's value)."""
+
+    def fold_item_calls(gm, *_):
+        for node in list(gm.graph.nodes):
+            if node.op == "call_method" and node.target == "item" and node.args[0].op == "placeholder":
+                number = value_of(node.args[0])
+                for user in list(node.users):
+                    user.args = tuple(number if arg is node else arg for arg in user.args)
+                gm.graph.erase_node(node)
+        gm.recompile()
+        return gm
+
+    return fold_item_calls
+
+
+def judged(graph_pass, gm, *args, phase=audit.PRE_AOT, name=None):
+    """Run ``graph_pass`` through the value audit's wrapper, as the installed audit does; returns its findings."""
+    wrapper = audit._values_wrapper(name or graph_pass.__name__, phase)
+    start = len(audit.findings())
+    wrapper(graph_pass, None, (gm,) + args, {})
+    return audit.findings()[start:]
+
+
+def judged_in_backend(graph_pass, model, *inputs, scalars=False, phase=audit.PRE_AOT, name=None):
+    """``graph_pass`` judged on ``model``'s Dynamo graph, inside the backend call as the torch.compile backend does."""
+    return in_backend(
+        lambda gm, example_inputs: judged(graph_pass, gm, example_inputs, phase=phase, name=name),
+        model,
+        *inputs,
+        scalars=scalars,
+    )
+
+
+@pytest.mark.parametrize(
+    "raw, modes",
+    [
+        ("", set()),
+        ("0", set()),
+        ("1", {"metadata"}),
+        ("true", {"metadata"}),
+        ("metadata", {"metadata"}),
+        ("values", {"values"}),
+        ("metadata,values", {"metadata", "values"}),
+        ("Values, 1", {"metadata", "values"}),
+        ("all", {"metadata", "values"}),
+    ],
+)
+def test_audits_chosen_in_the_environment(monkeypatch, raw, modes):
+    monkeypatch.setattr(audit, "_api_switch", None)
+    monkeypatch.setenv("TRT_COMPAT_AUDIT", raw)
+    assert audit.modes() == modes
+    assert audit.mode() == ("+".join(m for m in audit.MODES if m in modes) or "off")
+
+
+def test_an_unknown_environment_value_audits_metadata_and_says_so(monkeypatch, caplog):
+    monkeypatch.setattr(audit, "_api_switch", None)
+    monkeypatch.setenv("TRT_COMPAT_AUDIT", "valuez")
+    assert audit.modes() == {"metadata"}
+    assert "TRT_COMPAT_AUDIT='valuez'" in caplog.text
+
+
+def test_python_switch_chooses_audits_and_rejects_unknown_ones():
+    with audit.auditing("values"):
+        assert audit.modes() == {"values"} and audit.mode_source() == "python"
+    with audit.auditing("metadata", "values"):
+        assert audit.mode() == "metadata+values"
+    with pytest.raises(ValueError, match="unknown audit"):
+        audit.enable("value")
+
+
+def test_a_mutated_clone_stripped_by_a_pass_is_named():
+    (finding,) = judged_in_backend(strip_identity_ops, CloneThenScale(), torch.randn(2, 3))
+    assert (finding.pass_name, finding.phase, finding.what, finding.node) == (
+        "strip_identity_ops",
+        "pre-AOT",
+        "output 0",
+        "add",
+    )
+    assert finding.inputs == audit.REAL and finding.difference > 0
+    assert str(finding).startswith("pre-AOT pass 'strip_identity_ops' (torch-tensorrt ")
+
+
+def test_an_input_update_dropped_by_a_pass_is_named():
+    x = torch.randn(2, 3)
+    before = x.clone()
+
+    def act(gm, example_inputs):
+        found = judged(clone_inputs, gm, example_inputs)
+        assert torch.equal(x, before), "the audit ran the graph on a copy of the caller's tensor"
+        return found
+
+    (finding,) = in_backend(act, AddToInput(), x)
+    assert finding.what == "final contents of input 'l_x_' (no longer written)"
+    assert finding.difference == pytest.approx(1.0, abs=1e-6) and finding.op == "a graph input"
+
+
+def test_a_pass_that_keeps_every_bit_is_not_named():
+    class Twice(torch.nn.Module):
+        def forward(self, x):
+            return x * 2, torch.neg(x)
+
+    # x * 2 == x + x in every bit, NaN and infinities included: the special draw must not make it a finding.
+    doubling = judged_in_backend(
+        lambda gm, *_: retarget(gm, operator.mul, lambda a, b: a + a), Twice(), torch.randn(2, 3), name="doubling"
+    )
+    assert doubling == []
+
+
+def test_the_sign_of_zero_counts():
+    class Negate(torch.nn.Module):
+        def forward(self, x):
+            return torch.neg(x)
+
+    # -(0.0) is -0.0, but 0 - 0.0 is 0.0: the generated draws hold zeros of both signs.
+    (finding,) = judged_in_backend(
+        lambda gm, *_: retarget(gm, torch.neg, lambda a: 0 - a), Negate(), torch.randn(2, 3), name="negation"
+    )
+    assert finding.difference == 0.0 and "the sign of zero differs" in finding.detail
+    assert finding.inputs in (audit.SPECIAL, audit.FINITE)
+
+
+@pytest.mark.parametrize(
+    "actual, expected, differs",
+    [
+        (torch.tensor([1.0, float("nan")]), torch.tensor([1.0, float("nan")]), None),
+        (torch.tensor([float("inf")]), torch.tensor([float("inf")]), None),
+        (torch.tensor([float("-inf")]), torch.tensor([float("inf")]), (math.inf, "1 of 1 elements differ")),
+        (torch.tensor([1.0, float("nan")]), torch.tensor([1.0, 2.0]), (math.inf, "1 of 2 elements differ")),
+        (torch.tensor([-0.0, 1.0]), torch.tensor([0.0, 1.0]), (0.0, "the sign of zero differs at 1 of 2")),
+        (torch.tensor([1.0, 2.5]), torch.tensor([1.0, 2.0]), (0.5, "1 of 2 elements differ, by up to 0.5")),
+        (torch.tensor([3, 1]), torch.tensor([1, 1]), (2.0, "1 of 2 elements differ")),
+        (torch.zeros(2), torch.zeros(3), (math.inf, "Tensor[2] float32 instead of Tensor[3] float32")),
+        (torch.zeros(2), torch.zeros(2, dtype=torch.float64), (math.inf, "Tensor[2] float32 instead of")),
+        (2.0, 2.0, None),
+        (-0.0, 0.0, (math.inf, "-0.0 instead of 0.0")),
+        (float("nan"), float("nan"), None),
+        (3, 4, (math.inf, "3 instead of 4")),
+    ],
+)
+def test_difference_is_bit_exact(actual, expected, differs):
+    found = audit.difference(actual, expected)
+    if differs is None:
+        assert found is None
+    else:
+        assert found[0] == differs[0] and found[1].startswith(differs[1]), found
+
+
+def test_a_tolerance_applies_only_to_its_pass():
+    close = (torch.tensor([1.0 + 1e-6]), torch.tensor([1.0]))
+    assert audit.difference(*close, audit.Tolerance(1e-5, 0.0, "test")) is None
+    assert audit.difference(*close) is not None
+
+
+def test_item_folding_with_the_real_parameter_value_is_correct():
+    model, x = ScaledByItem(), torch.randn(2, 3)
+    real = fold_items(lambda node: node.meta["grapharg"].example.item())
+    assert judged_in_backend(real, model, x, scalars=True) == []
+    (finding,) = judged_in_backend(fold_items(lambda node: 1.0), model, x, scalars=True)
+    assert finding.what == "output 0" and finding.difference > 0 and finding.inputs == audit.REAL
+
+
+def test_folding_a_graph_input_item_is_caught_by_the_generated_inputs():
+    class ScaledByInput(torch.nn.Module):
+        def forward(self, x, s):
+            return x * s.item()
+
+    # The first call's value is right for the first call only: the real inputs agree, the generated ones do not.
+    fold = fold_items(lambda node: node.meta["grapharg"].example.item())
+    (finding,) = judged_in_backend(fold, ScaledByInput(), torch.randn(2, 3), torch.tensor(2.0), scalars=True)
+    assert finding.inputs in (audit.SPECIAL, audit.FINITE) and finding.what == "output 0"
+
+
+def test_the_audit_never_writes_the_model_or_the_inputs():
+    class Counting(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("count", torch.zeros(()))
+            self.norm = torch.nn.BatchNorm1d(3)  # training mode: updates its running statistics
+
+        def forward(self, x):
+            self.count.add_(1)
+            x.mul_(2)
+            return self.norm(x) * self.count
+
+    model, x = Counting(), torch.randn(4, 3)
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    seen = x.clone()
+
+    def act(gm, example_inputs):
+        found = judged(clone_inputs, gm, example_inputs)
+        assert torch.equal(x, seen)
+        assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
+        return found
+
+    findings = in_backend(act, model, x)
+    assert findings and findings[0].what.startswith("final contents of input")
+
+
+def test_the_graph_runs_as_in_eager_with_parameters_that_require_grad():
+    class LinearOnTransposed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(7, 7)
+
+        def forward(self, x):
+            # matmul folds the batch dimensions into one mm only when no operand requires grad (even under no_grad):
+            # the last bits of the result depend on the weight's requires_grad.
+            return self.linear(x.transpose(2, 3).contiguous().transpose(2, 3))
+
+    torch.manual_seed(0)
+    model, x = LinearOnTransposed(), torch.randn(1, 3, 12, 7)
+    with torch.no_grad():
+        expected = model(x)
+
+    def act(gm, example_inputs):
+        slots = audit._slots(gm, ())
+        return audit._run_graph(gm, [slot.real for slot in slots]).outputs[0]
+
+    assert audit.difference(in_backend(act, model, x), expected) is None
+
+
+def test_the_audit_keeps_no_model_alive():
+    import gc
+    import weakref
+
+    model = ScaledByItem()
+    parameter = weakref.ref(model.scale)
+    assert judged_in_backend(lambda gm, *_: gm, model, torch.randn(2, 3), scalars=True, name="nothing") == []
+    del model
+    gc.collect()
+    assert parameter() is None, "the audit's cached input sets kept the model's parameter alive"
+
+
+def test_random_ops_draw_the_same_numbers_before_and_after():
+    class Noisy(torch.nn.Module):
+        def forward(self, x):
+            return x + torch.rand_like(x) * 2
+
+    def act(gm, example_inputs):
+        state = torch.random.get_rng_state()
+        found = judged(
+            lambda gm, *_: retarget(gm, operator.mul, lambda a, b: b * a), gm, example_inputs, name="commute"
+        )
+        assert torch.equal(torch.random.get_rng_state(), state), "the program's random numbers were disturbed"
+        return found
+
+    assert in_backend(act, Noisy(), torch.randn(2, 3)) == []
+
+
+def test_aot_tracing_renames_inputs_and_is_matched_by_position():
+    def trace(gm, sample_inputs):
+        return torch.fx.experimental.proxy_tensor.make_fx(gm)(*sample_inputs)
+
+    assert judged_in_backend(trace, CloneThenScale(), torch.randn(2, 3), phase=audit.AOT, name=audit.AOT_TRACER) == []
+
+    def trace_wrongly(gm, sample_inputs):
+        traced = torch.fx.experimental.proxy_tensor.make_fx(gm)(*sample_inputs)
+        return retarget(traced, torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor)
+
+    (finding,) = judged_in_backend(
+        trace_wrongly, CloneThenScale(), torch.randn(2, 3), phase=audit.AOT, name=audit.AOT_TRACER
+    )
+    assert finding.phase == "AOT tracing" and finding.pass_name == "aot_export_joint_simple"
+
+
+def test_aot_tracing_may_round_within_its_documented_tolerance():
+    def traced_with(factor):
+        def trace(gm, sample_inputs):
+            traced = torch.fx.experimental.proxy_tensor.make_fx(gm)(*sample_inputs)
+            return retarget(traced, torch.ops.aten.add.Tensor, lambda a, b: torch.add(a, b) * factor)
+
+        return trace
+
+    x = torch.randn(2, 3)
+    rounding = judged_in_backend(traced_with(1 + 1e-7), CloneThenScale(), x, phase=audit.AOT, name=audit.AOT_TRACER)
+    assert rounding == []
+    (finding,) = judged_in_backend(traced_with(1.001), CloneThenScale(), x, phase=audit.AOT, name=audit.AOT_TRACER)
+    assert finding.pass_name == audit.AOT_TRACER and finding.inputs == audit.REAL
+    # Other passes keep every bit: the same rounding there is a finding.
+    (finding,) = judged_in_backend(traced_with(1 + 1e-7), CloneThenScale(), x, phase=audit.AOT, name="another_pass")
+    assert finding.difference > 0
+
+
+def test_an_exported_graph_is_judged_on_generated_inputs():
+    gm = exported()  # torch.export: no reference to real tensors, only meta['val']
+    found = judged(
+        lambda gm, *_: retarget(gm, torch.ops.aten.mul.Tensor, torch.ops.aten.div.Tensor),
+        gm,
+        phase=audit.POST_LOWERING,
+        name="divide",
+    )
+    (finding,) = found
+    assert finding.inputs == audit.SPECIAL and finding.what == "output 1" and finding.phase == "post-lowering"
+
+
+def test_a_graph_that_cannot_run_is_not_judged(caplog):
+    gm = exported()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder":
+            node.meta["val"] = torch.empty(5, 5)  # 25 elements cannot be viewed as (6, 4)
+    caplog.set_level(logging.DEBUG, logger="trt_compat")
+    assert (
+        judged(
+            lambda gm, *_: retarget(gm, torch.ops.aten.mul.Tensor, torch.ops.aten.div.Tensor),
+            gm,
+            phase=audit.POST_LOWERING,
+            name="divide",
+        )
+        == []
+    )
+    assert "pass 'divide' not judged on" in caplog.text and "RuntimeError" in caplog.text
+
+
+def test_passes_that_change_nothing_cost_no_extra_run(monkeypatch):
+    runs = []
+    real_run = audit._run_graph
+    monkeypatch.setattr(audit, "_run_graph", lambda gm, values: runs.append(gm) or real_run(gm, values))
+
+    def act(gm, example_inputs):
+        return [judged(lambda gm, *_: gm, gm, example_inputs, name="nothing") for _ in range(3)]
+
+    assert in_backend(act, CloneThenScale(), torch.randn(2, 3)) == [[], [], []]
+    # One run per input set (real, special, finite) before the first pass; the graph never changed.
+    assert len(runs) == 3
+
+
+def test_the_graph_after_aot_tracing_is_not_run_again_by_the_next_pass(monkeypatch):
+    runs = []
+    real_run = audit._run_graph
+    monkeypatch.setattr(audit, "_run_graph", lambda gm, values: runs.append(gm) or real_run(gm, values))
+
+    def act(gm, example_inputs):
+        traced = []
+
+        def trace(gm, sample_inputs):
+            traced.append(torch.fx.experimental.proxy_tensor.make_fx(gm, tracing_mode="fake")(*sample_inputs))
+            return traced[0]
+
+        judged(trace, gm, example_inputs, phase=audit.AOT, name=audit.AOT_TRACER)
+        return judged(lambda gm, *_: gm, traced[0], phase=audit.POST_LOWERING, name="first_post_lowering_pass")
+
+    assert in_backend(act, CloneThenScale(), torch.randn(2, 3)) == []
+    assert len(runs) == 6, "three runs before AOT tracing, three after it, none for the next pass"
+
+
+def test_strict_mode_raises_a_value_finding_from_the_pass(monkeypatch):
+    monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
+    with pytest.raises(audit.AuditError, match=r"pre-AOT pass 'strip_identity_ops' .* output 0 \(node 'add'"):
+        judged_in_backend(strip_identity_ops, CloneThenScale(), torch.randn(2, 3))
+
+
+def test_the_value_audit_failing_never_fails_the_pass(monkeypatch, caplog):
+    def audit_bug(*_):
+        raise RuntimeError("a bug in the audit")
+
+    monkeypatch.setattr(audit, "_draws", audit_bug)
+    wrapper = audit._values_wrapper("strip_identity_ops", audit.PRE_AOT)
+    assert in_backend(
+        lambda gm, inputs: wrapper(strip_identity_ops, None, (gm, inputs), {}) is gm,
+        CloneThenScale(),
+        torch.randn(2, 3),
+    )
+    assert "could not run the graph before pass 'strip_identity_ops': RuntimeError: a bug in the audit" in caplog.text
+    assert audit.findings() == []
+
+
+# A stand-in for torch_tensorrt.dynamo.backend.backends: _pretraced_backend calls its passes by module global name.
+BACKEND_SOURCE = textwrap.dedent("""
+    def fold_get_attr_item_calls(gm, sample_inputs=None):
+        return STRIP(gm)
+
+    def repair_input_aliasing(gm, settings=None):
+        return gm
+
+    def get_decompositions(enable_experimental_decompositions=False):
+        return {}
+
+    def post_lowering(gm, settings=None):
+        return gm
+
+    def remove_sym_nodes(gm, sample_inputs=None, settings=None):
+        return gm
+
+    def aot_export_joint_simple(gm, args, trace_joint=False, decompositions=None):
+        return gm
+
+    def _strip_trt_sdpa_kwargs(gm):
+        return None
+
+    def _pretraced_backend(gm, sample_inputs, settings=None):
+        gm = fold_get_attr_item_calls(gm, sample_inputs)
+        repair_input_aliasing(gm, settings)
+        gm = aot_export_joint_simple(gm, sample_inputs, decompositions=get_decompositions())
+        remove_sym_nodes(gm, sample_inputs, settings)
+        gm = post_lowering(gm, settings)
+        _strip_trt_sdpa_kwargs(gm)
+        return gm
+""")
+
+
+@pytest.fixture
+def stub_backends():
+    backends = types.ModuleType(audit.BACKENDS_MODULE)
+    backends.STRIP = strip_identity_ops
+    exec(compile(BACKEND_SOURCE, "backends.py", "exec"), backends.__dict__)
+    for name in (
+        "fold_get_attr_item_calls",
+        "repair_input_aliasing",
+        "get_decompositions",
+        "post_lowering",
+        "remove_sym_nodes",
+    ):
+        getattr(backends, name).__module__ = "torch_tensorrt.dynamo.lowering.passes"
+    backends.aot_export_joint_simple.__module__ = "torch._functorch.aot_autograd"
+    with (
+        testing.stub_modules({audit.BACKENDS_MODULE: backends}),
+        testing.stub_post_lowering([swap_view_vals]) as manager,
+    ):
+        yield backends, manager
+    audit.disable()
+
+
+def test_the_backend_passes_are_read_from_the_backend_code(stub_backends):
+    backends, _ = stub_backends
+    # get_decompositions takes no graph, post_lowering runs the (separately wrapped) pass list, _strip_trt_sdpa_kwargs
+    # runs after partitioning, aot_export_joint_simple is torch's: judged as the AOT tracing step instead.
+    assert audit.backend_passes(backends) == [
+        ("fold_get_attr_item_calls", audit.PRE_AOT),
+        ("repair_input_aliasing", audit.PRE_AOT),
+        ("remove_sym_nodes", audit.POST_AOT),
+    ]
+
+
+def test_values_on_wraps_by_name_and_off_restores_the_same_objects(stub_backends):
+    backends, manager = stub_backends
+    originals = {
+        name: getattr(backends, name)
+        for name in (
+            "fold_get_attr_item_calls",
+            "repair_input_aliasing",
+            "aot_export_joint_simple",
+            "remove_sym_nodes",
+            "post_lowering",
+        )
+    }
+    passes = list(manager.passes)
+    audit.enable("values")
+    for name in ("fold_get_attr_item_calls", "repair_input_aliasing", "aot_export_joint_simple", "remove_sym_nodes"):
+        assert getattr(backends, name) is not originals[name] and getattr(backends, name).__wrapped__ is originals[name]
+    assert backends.post_lowering is originals["post_lowering"]
+    assert manager.passes[0].__wrapped__ is swap_view_vals
+    in_backend(backends._pretraced_backend, CloneThenScale(), torch.randn(2, 3))
+    assert [(f.pass_name, f.what) for f in audit.findings()] == [("fold_get_attr_item_calls", "output 0")]
+    audit.disable()
+    assert {name: getattr(backends, name) for name in originals} == originals
+    assert manager.passes == passes and manager.passes[0] is swap_view_vals
+
+
+def test_metadata_alone_wraps_no_backend_function(stub_backends):
+    backends, manager = stub_backends
+    original = backends.fold_get_attr_item_calls
+    with audit.auditing():
+        assert backends.fold_get_attr_item_calls is original
+        assert manager.passes[0].__wrapped__ is swap_view_vals
+
+
+def test_every_tolerance_says_why():
+    for name, tolerance in audit.TOLERANCES.items():
+        assert tolerance.why.strip() and tolerance.atol >= 0 and tolerance.rtol >= 0, name

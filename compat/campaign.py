@@ -1,0 +1,581 @@
+"""Differential campaign: compile many models with the installed Torch-TensorRT, without and with trt_compat, compare
+every result with eager PyTorch bit for bit, and name the graph pass behind each difference (the value audit).
+
+Run with a release's harness venv, from the repository root:
+
+    .venvs/tt-2.14.0/bin/python -m compat.campaign --out compat/differential
+    .venvs/tt-2.14.0/bin/python -m compat.campaign --models generated,smoke,reproducers --generated 200
+    .venvs/tt-2.14.0/bin/python -m compat.campaign --models resnet18,gen-0017 --print
+
+Each model is compiled with ``torch.compile(backend="torch_tensorrt")`` in dryrun (trt_compat.probing.Probe, which
+handles the releases' differences): first with every trt_compat patch reverted and the value audit on, then with
+the patches applied (and, if that result differs from eager, again with the audit on). Per side it records
+whether it compiled (else the error's first line), the largest absolute difference to eager over the outputs and
+the final contents of the inputs and buffers (0.0 is bit-exact: NaN equals NaN, the sign of zero counts), the
+number of TensorRT blocks, and the value audit's findings (attributed bit for bit: the audit's tolerances are
+off here, so rounding is named too). Results are merged into ``<out>/<release>.json`` by model name, so the parts
+can run separately; ``python -m compat.make_differential`` renders and triages them (compat/DIFFERENTIAL.md).
+
+Model families (``--models`` takes families and model names, comma-separated; default: all):
+
+* ``torchvision``: classification and segmentation models at small input sizes, random weights (never downloaded);
+* ``smoke``: the compatibility matrix's smoke models (tests/helpers/models.py);
+* ``reproducers``: the patches' reproducer models (those whose patch is in this checkout);
+* ``probes``: models written for the campaign, each aimed at one pass (:data:`PROBES`);
+* ``generated``: ``--generated N`` seeded random graphs (:mod:`compat.generated`), the same every run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import importlib
+import json
+import logging
+import math
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+REPO = Path(__file__).resolve().parent.parent
+FAMILIES = ("torchvision", "smoke", "reproducers", "probes", "generated")
+# Findings kept per side: the first is the one that matters; a few more show whether later passes add to it.
+FINDINGS_KEPT = 5
+
+# name -> (family, builder(torchvision) -> model, input shape). Sizes: the smallest each model accepts, so a release
+# costs minutes on two CPU cores. Segmentation models without their (downloaded) pretrained backbones.
+TORCHVISION: Dict[str, Tuple[str, Callable[[Any], Any], Tuple[int, ...]]] = {
+    "resnet18": ("classification", lambda tv: tv.models.resnet18(weights=None), (1, 3, 64, 64)),
+    "mobilenet_v3_small": ("classification", lambda tv: tv.models.mobilenet_v3_small(weights=None), (1, 3, 64, 64)),
+    "squeezenet1_1": ("classification", lambda tv: tv.models.squeezenet1_1(weights=None), (1, 3, 64, 64)),
+    "googlenet": (
+        "classification",
+        lambda tv: tv.models.googlenet(weights=None, aux_logits=False, init_weights=True),
+        (1, 3, 64, 64),
+    ),
+    "densenet121": ("classification", lambda tv: tv.models.densenet121(weights=None), (1, 3, 64, 64)),
+    "efficientnet_b0": ("classification", lambda tv: tv.models.efficientnet_b0(weights=None), (1, 3, 64, 64)),
+    "shufflenet_v2_x0_5": ("classification", lambda tv: tv.models.shufflenet_v2_x0_5(weights=None), (1, 3, 64, 64)),
+    "regnet_y_400mf": ("classification", lambda tv: tv.models.regnet_y_400mf(weights=None), (1, 3, 64, 64)),
+    # 32x32: two patches per side; the encoder (12 layers, 86 M parameters) is what is compiled either way.
+    "vit_b_16": ("classification", lambda tv: tv.models.vit_b_16(weights=None, image_size=32), (1, 3, 32, 32)),
+    "swin_t": ("classification", lambda tv: tv.models.swin_t(weights=None), (1, 3, 64, 64)),
+    "fcn_resnet50": (
+        "segmentation",
+        lambda tv: tv.models.segmentation.fcn_resnet50(weights=None, weights_backbone=None, num_classes=4),
+        (1, 3, 64, 64),
+    ),
+    "deeplabv3_mobilenet_v3_large": (
+        "segmentation",
+        lambda tv: tv.models.segmentation.deeplabv3_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=4
+        ),
+        (1, 3, 64, 64),
+    ),
+    "lraspp_mobilenet_v3_large": (
+        "segmentation",
+        lambda tv: tv.models.segmentation.lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=4),
+        (1, 3, 64, 64),
+    ),
+}
+
+# The patches' reproducer models: (patch module, class, input). A patch not in this checkout is reported, not run.
+REPRODUCERS: Dict[str, Tuple[str, str, Callable[[Any], Any]]] = {
+    "three_views": ("view_to_reshape_metadata", "ThreeViews", lambda torch: torch.randn(2, 3, 4)),
+    "conv_ceil_pool": ("tuple_partition_inputs", "ConvCeilPool", lambda torch: torch.randn(1, 3, 16, 16)),
+    "pool_indices_views": ("tuple_pooling", "PoolIndicesViews", lambda torch: torch.randn(1, 3, 16, 16)),
+    "clone_then_scale": ("keep_identity_ops", "CloneThenScale", lambda torch: torch.randn(2, 3)),
+    "contiguous_view_attention": (
+        "keep_identity_ops",
+        "ContiguousViewAttention",
+        lambda torch: torch.linspace(-1.0, 1.0, 64).view(2, 4, 8),
+    ),
+    "add_to_input": ("keep_input_mutations", "AddToInput", lambda torch: torch.randn(2, 3)),
+    "step_counter": ("keep_input_mutations", "StepCounter", lambda torch: torch.randn(2, 3)),
+    "kv_cache_write": ("keep_input_mutations", "KVCacheWrite", lambda torch: torch.arange(3.0) + 1),
+    "scale_by_sum": ("fold_only_constants", "ScaleBySum", lambda torch: torch.randn(2, 3)),
+    "ceil_and_dilated_pools": ("convertible_pools", "_CeilAndDilatedPools", lambda torch: torch.randn(1, 3, 16, 16)),
+}
+
+
+class Case:
+    """One model of the campaign: builds a fresh, seeded (model, inputs) pair every time it is asked."""
+
+    def __init__(self, name: str, family: str, build: Callable[[], Tuple[Any, tuple]], note: str = ""):
+        self.name, self.family, self.build, self.note = name, family, build, note
+        self.scalar_capture = False  # torch._dynamo.config.capture_scalar_outputs while it compiles
+
+
+# -- the models ---------------------------------------------------------------------------------------------------
+def torchvision_cases() -> List[Case]:
+    import torch
+
+    try:
+        import torchvision
+    except ImportError:
+        return []
+
+    def builder(make: Callable[[Any], Any], shape: Tuple[int, ...]) -> Callable[[], Tuple[Any, tuple]]:
+        def build() -> Tuple[Any, tuple]:
+            torch.manual_seed(0)
+            model = make(torchvision).eval()
+            return model, (torch.randn(*shape),)
+
+        return build
+
+    return [
+        Case(name, f"torchvision {kind}", builder(make, shape), f"input {list(shape)}")
+        for name, (kind, make, shape) in TORCHVISION.items()
+    ]
+
+
+def smoke_cases() -> List[Case]:
+    from tests.helpers.models import SMOKE_MODELS, smoke_model
+
+    return [Case(name, "smoke", lambda name=name: _as_inputs(smoke_model(name))) for name in SMOKE_MODELS]
+
+
+def _as_inputs(pair: Tuple[Any, Any]) -> Tuple[Any, tuple]:
+    model, x = pair
+    return model, (x,)
+
+
+def reproducer_cases() -> List[Case]:
+    import torch
+
+    from trt_compat import _discovery
+
+    # Discovery, not an import: an editable install elsewhere may make patch modules importable that this
+    # checkout does not have.
+    present = {found.name for found in _discovery.discover()}
+    cases = []
+    for name, (module_name, class_name, make_input) in REPRODUCERS.items():
+        if module_name not in present:
+            print(f"campaign: {name} skipped: patch {module_name} is not in this checkout", file=sys.stderr)
+            continue
+
+        def build(module_name: str = module_name, class_name: str = class_name, make_input: Any = make_input):
+            module = importlib.import_module(f"trt_compat.patches.{module_name}")
+            torch.manual_seed(0)
+            return getattr(module, class_name)().eval(), (make_input(torch),)
+
+        cases.append(Case(name, f"reproducer ({module_name})", build))
+    return cases
+
+
+def scale_by_input_item(through: str = "") -> Any:
+    """``x * s.item()`` of a graph input ``s`` (``s.<through>().item()`` if given); with ``capture_scalar_outputs``
+    the ``.item()`` stays in the graph."""
+    import torch
+
+    class ScaleByInputItem(torch.nn.Module):
+        def forward(self, x: Any, s: Any) -> Any:
+            return x * (getattr(s, through)() if through else s).item()
+
+    return ScaleByInputItem()
+
+
+# Models written for the campaign, aimed at one pass each: name -> (what, builder(torch) -> (model, inputs)).
+PROBES: Dict[str, Tuple[str, Callable[[Any], Tuple[Any, tuple]]]] = {
+    "input_item": (
+        "x * s.item() of a graph input s (fold_get_attr_item_calls, 2.12+)",
+        lambda torch: (scale_by_input_item(), (torch.randn(2, 3), torch.tensor(2.0))),
+    ),
+    "input_clone_item": (
+        "x * s.clone().item() of a graph input s",
+        lambda torch: (scale_by_input_item("clone"), (torch.randn(2, 3), torch.tensor(2.0))),
+    ),
+}
+
+
+def probe_cases() -> List[Case]:
+    import torch
+
+    cases = []
+    for name, (what, make) in PROBES.items():
+        case = Case(name, "probes", lambda make=make: _seeded(make, torch), what)
+        case.scalar_capture = True
+        cases.append(case)
+    return cases
+
+
+def _seeded(make: Callable[[Any], Tuple[Any, tuple]], torch: Any) -> Tuple[Any, tuple]:
+    torch.manual_seed(0)
+    model, inputs = make(torch)
+    return model.eval(), inputs
+
+
+def generated_cases(count: int, seed: int) -> List[Case]:
+    from compat import generated
+
+    cases = []
+    for index in range(count):
+        spec = generated.describe(seed, index)
+        case = Case(spec.name, "generated", lambda index=index: generated.build(seed, index), spec.text)
+        case.scalar_capture = spec.scalar_capture
+        cases.append(case)
+    return cases
+
+
+def select(chosen: List[str], count: int, seed: int) -> List[Case]:
+    """The cases named by families and model names; a name that is neither is an error."""
+    available: Dict[str, List[Case]] = {
+        "torchvision": torchvision_cases(),
+        "smoke": smoke_cases(),
+        "reproducers": reproducer_cases(),
+        "probes": probe_cases(),
+        "generated": generated_cases(count, seed),
+    }
+    by_name = {case.name: case for cases in available.values() for case in cases}
+    picked: List[Case] = []
+    for word in chosen:
+        if word == "all":
+            picked += [case for family in FAMILIES for case in available[family]]
+        elif word in available:
+            picked += available[word]
+        elif word in by_name:
+            picked.append(by_name[word])
+        else:
+            raise SystemExit(f"unknown family or model {word!r}; families: all, {', '.join(FAMILIES)}")
+    unique: Dict[str, Case] = {}
+    for case in picked:
+        unique.setdefault(case.name, case)
+    return list(unique.values())
+
+
+# -- measuring ---------------------------------------------------------------------------------------------------
+def _leaves(value: Any) -> List[Any]:
+    from torch.utils._pytree import tree_leaves
+
+    return tree_leaves(value)
+
+
+def observed(model: Any, inputs: tuple, output: Any) -> List[Tuple[str, Any]]:
+    """What a call leaves behind, named: its outputs, then its inputs' (and the model's buffers') final contents."""
+    import torch
+
+    named = [(f"output {index}", leaf) for index, leaf in enumerate(_leaves(output))]
+    named += [(f"input {index}", x) for index, x in enumerate(inputs) if isinstance(x, torch.Tensor)]
+    if model is not None:
+        named += [(f"buffer {name}", buffer) for name, buffer in model.named_buffers()]
+    return named
+
+
+def compare(actual: List[Tuple[str, Any]], expected: List[Tuple[str, Any]]) -> Tuple[float, float, str]:
+    """(largest absolute difference, largest difference relative to the largest finite magnitude of its value,
+    where the first difference is); (0.0, 0.0, "") when bit-exact."""
+    from trt_compat import audit
+
+    if [name for name, _ in actual] != [name for name, _ in expected]:
+        return math.inf, math.inf, f"{len(actual)} values instead of {len(expected)}"
+    largest, relative, where = 0.0, 0.0, ""
+    for (name, got), (_, want) in zip(actual, expected):
+        found = audit.difference(got, want)
+        if found is None:
+            continue
+        where = where or f"{name}: {found[1]}"
+        largest = max(largest, found[0])
+        relative = max(relative, found[0] / _magnitude(want) if _magnitude(want) else math.inf)
+    return largest, relative, where
+
+
+def _magnitude(value: Any) -> float:
+    import torch
+
+    if not isinstance(value, torch.Tensor) or not (value.is_floating_point() or value.is_complex()):
+        return 0.0
+    finite = value[value.isfinite()]
+    return float(finite.abs().max()) if finite.numel() else 0.0
+
+
+def _error(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {text}"[:300]
+
+
+class _Timeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    def expire(*_: Any) -> None:
+        raise _Timeout(f"took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def bit_exact_audit() -> Iterator[List[Any]]:
+    """The value audit on, with no tolerance for any pass: the campaign wants rounding attributed too."""
+    from trt_compat import audit
+
+    saved = dict(audit.TOLERANCES)
+    audit.TOLERANCES.clear()
+    try:
+        with audit.auditing(audit.VALUES) as found:
+            yield found
+    finally:
+        audit.TOLERANCES.update(saved)
+
+
+def measure(probe: Any, case: Case, expected: List[Tuple[str, Any]], with_audit: bool, timeout: int) -> dict:
+    """Compile ``case`` once; what it gives, compared with ``expected`` (eager)."""
+    import torch
+
+    from trt_compat import audit
+    from trt_compat.probing import NotApplicable
+
+    model, inputs = case.build()
+    started = time.perf_counter()
+    entry: Dict[str, Any] = {}
+    audit_scope = bit_exact_audit() if with_audit else nullcontext([])
+    scalars = torch._dynamo.config.patch(capture_scalar_outputs=True) if case.scalar_capture else nullcontext()
+    with audit_scope as found, scalars:
+        stage = "compile"
+        try:
+            with time_limit(timeout), contextlib.redirect_stdout(sys.stderr):
+                compiled = probe.compile(model, *inputs)
+                stage = "second call"
+                actual = _calls(model, inputs, compiled.output, compiled)
+        except NotApplicable as exc:
+            entry.update(status="not run", error=str(exc))
+        except Exception as exc:
+            entry.update(status="failed", error=_error(exc) if stage == "compile" else f"{stage}: {_error(exc)}")
+        else:
+            difference, relative, where = compare(actual, expected)
+            entry.update(
+                status="ok" if difference == 0.0 and not where else "mismatch",
+                max_difference=_number(difference),
+                relative_difference=_number(relative),
+                where=where,
+                blocks=len(compiled.blocks),
+            )
+    if with_audit:
+        entry["audit"] = [_finding(f) for f in found if isinstance(f, audit.ValueFinding)][:FINDINGS_KEPT]
+    entry["seconds"] = round(time.perf_counter() - started, 2)
+    return entry
+
+
+def _number(value: float) -> Any:
+    return value if math.isfinite(value) else "inf"
+
+
+def _finding(found: Any) -> dict:
+    return {
+        "pass": found.pass_name,
+        "phase": found.phase,
+        "what": found.what,
+        "node": found.node,
+        "difference": _number(found.difference),
+        "detail": found.detail,
+        "inputs": found.inputs,
+    }
+
+
+def second_inputs(inputs: tuple) -> tuple:
+    """Other values for the second call, the same every run: floating-point tensors drawn again (with their shape and
+    dtype), the rest unchanged. A compiled graph that kept a value of the first call (a folded ``.item()``, an
+    update it dropped) shows on the second."""
+    import torch
+
+    generator = torch.Generator().manual_seed(20_251)
+    return tuple(
+        torch.randn(value.shape, generator=generator).to(value.dtype)
+        if isinstance(value, torch.Tensor) and value.is_floating_point()
+        else (value.clone() if isinstance(value, torch.Tensor) else value)
+        for value in inputs
+    )
+
+
+def _calls(model: Any, inputs: tuple, first_output: Any, call: Callable[..., Any]) -> List[Tuple[str, Any]]:
+    """What two calls leave behind: the first call's outputs and inputs (as ``first_output`` and ``inputs`` are now),
+    then the second call's, then the model's buffers."""
+    second = second_inputs(inputs)
+    named = [(f"call 1, {name}", value) for name, value in observed(None, inputs, first_output)]
+    output = call(*second)
+    named += [(f"call 2, {name}", value) for name, value in observed(None, second, output)]
+    return named + [(f"buffer {name}", buffer) for name, buffer in model.named_buffers()]
+
+
+def eager(case: Case) -> List[Tuple[str, Any]]:
+    import torch
+
+    model, inputs = case.build()
+    with torch.no_grad():
+        return _calls(model, inputs, model(*inputs), model)
+
+
+def run_case(probe: Any, case: Case, timeout: int) -> dict:
+    """Both sides of one model; trt_compat is left applied."""
+    import trt_compat
+
+    record: Dict[str, Any] = {"family": case.family}
+    if case.note:
+        record["note"] = case.note
+    try:
+        expected = eager(case)
+    except Exception as exc:
+        record.update(status="not run", reason=f"eager PyTorch fails: {_error(exc)}")
+        return record
+    trt_compat.revert()
+    try:
+        record["without"] = measure(probe, case, expected, with_audit=True, timeout=timeout)
+    finally:
+        trt_compat.apply()
+    record["with"] = measure(probe, case, expected, with_audit=False, timeout=timeout)
+    record["with"]["patches"] = sorted(p.name for p in trt_compat.report().patches if p.state == "applied")
+    if record["with"]["status"] in ("mismatch", "failed"):
+        audited = measure(probe, case, expected, with_audit=True, timeout=timeout)
+        record["with"]["audit"] = audited.get("audit", [])
+    return record
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+def prepare() -> Tuple[Any, dict]:
+    """The harness, the real torch_tensorrt, trt_compat applied; the Probe and the versions."""
+    from tests.harness import activate
+
+    info = activate.prepare()
+    import torch
+    import torch_tensorrt  # noqa: F401
+
+    import trt_compat
+    from trt_compat.probing import Probe
+
+    trt_compat.apply()
+    probe = Probe()
+    if probe.release < (2, 5, 0):
+        # Upstream constant folding calls .cuda() on 2.2-2.4 (HARNESS-NOTES): kept on the CPU, with and without
+        # trt_compat alike.
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
+        compiler = importlib.import_module("torch_tensorrt.dynamo._compiler")
+        if hasattr(compiler, "to_torch_device"):
+            compiler.to_torch_device = lambda *args, **kwargs: torch.device("cpu")
+    versions = {
+        "torch_tensorrt": info["wheel"],
+        "torch": torch.__version__,
+        "torchvision": _version_of("torchvision"),
+        "trt_compat": trt_compat.__version__,
+    }
+    return probe, versions
+
+
+def _version_of(distribution: str) -> Optional[str]:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _commit() -> str:
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return done.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "compat" / "differential")
+    parser.add_argument("--models", default="all", help="families and model names, comma-separated")
+    parser.add_argument("--generated", type=int, default=200, help="how many generated graphs (default 200)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated graphs (default 0)")
+    parser.add_argument("--timeout", type=int, default=900, help="seconds per compile before it counts as failed")
+    parser.add_argument("--print", action="store_true", help="print each record as it is measured")
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("torch.__trace").propagate = False
+    probe, versions = prepare()
+    cases = select([word.strip() for word in args.models.split(",") if word.strip()], args.generated, args.seed)
+    release = ".".join(map(str, probe.release))
+    path = args.out / f"{release}.json"
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data.update(release=release, versions=versions, commit=_commit(), machine=_machine())
+    data["date"] = datetime.date.today().isoformat()
+    data.setdefault("models", {})
+    data.setdefault("parts", {})
+    spent: Dict[str, float] = {}
+    counted: Dict[str, int] = {}
+    for number, case in enumerate(cases, start=1):
+        started = time.perf_counter()
+        try:
+            record = run_case(probe, case, args.timeout)
+        except Exception as exc:  # the campaign's own failure on one model must not lose the others
+            traceback.print_exc()
+            record = {"family": case.family, "status": "not run", "reason": f"campaign error: {_error(exc)}"}
+        part = _part(case.family)
+        spent[part] = spent.get(part, 0.0) + time.perf_counter() - started
+        counted[part] = counted.get(part, 0) + 1
+        data["models"][case.name] = record
+        summary = " / ".join(
+            record[side]["status"] + _diff_text(record[side]) for side in ("without", "with") if side in record
+        )
+        seconds = time.perf_counter() - started
+        print(f"[{number}/{len(cases)}] {release} {case.name}: {summary or record.get('reason')} [{seconds:.0f} s]")
+        if args.print:
+            print(json.dumps(record, indent=1), flush=True)
+        sys.stdout.flush()
+        for part, total in spent.items():
+            data["parts"][part] = {"models": counted[part], "seconds": round(total, 1)}
+            if part == "generated":
+                data["parts"][part].update(count=args.generated, seed=args.seed)
+        # Written after every model: a run stopped half-way keeps what it measured.
+        write(path, data)
+    print(f"wrote {path}: {', '.join(f'{p} {counted[p]} models {spent[p]:.0f} s' for p in spent)}")
+    return 0
+
+
+def write(path: Path, data: dict) -> None:
+    """One model per line: compact, and a re-run's diff shows which models changed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = {key: value for key, value in sorted(data.items()) if key != "models"}
+    lines = ["{"] + [f" {json.dumps(key)}: {json.dumps(value, sort_keys=True)}," for key, value in head.items()]
+    models = sorted(data["models"].items())
+    lines.append(' "models": {')
+    lines += [
+        f"  {json.dumps(name)}: {json.dumps(record, sort_keys=True)}{',' if number < len(models) else ''}"
+        for number, (name, record) in enumerate(models, start=1)
+    ]
+    lines += [" }", "}"]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _part(family: str) -> str:
+    return family.split(" ")[0] if not family.startswith("reproducer") else "reproducers"
+
+
+def _diff_text(side: dict) -> str:
+    if side["status"] == "mismatch":
+        return f" ({side['max_difference']})"
+    if side["status"] == "failed":
+        return f" ({side['error'][:80]})"
+    return ""
+
+
+def _machine() -> str:
+    import os
+
+    return f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,463 @@
+"""Render the differential campaign's results (compat/differential/<release>.json, written by compat/campaign.py) as
+compat/DIFFERENTIAL.md, with every mismatch and failure triaged by :data:`TRIAGE`.
+
+    python -m compat.make_differential [--results compat/differential] [--check]      (from the repository root)
+
+A result is triaged when a rule of TRIAGE matches it: the problem is fixed by a patch (named), or it is upstream
+behaviour that is not a defect (with the reason). A "fixed by" rule explains the run *without* trt_compat, and the
+run *with* it only where that patch was not applied in the run (not yet in the checkout measured, or outside its
+release range): a problem that remains with the patch applied is not fixed, and needs a rule of its own. Anything no
+rule explains is listed as untriaged and the generator exits 1 (after writing the file, so the report shows it).
+``--check`` writes nothing and exits 1 when the file is stale or anything is untriaged. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "differential"
+OUTPUT = HERE / "DIFFERENTIAL.md"
+SIDES = ("without", "with")
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    status: str  # "failed" or "mismatch"
+    reason: str  # what happens, and (for upstream behaviour) why it is not a defect
+    patch: Optional[str] = None  # "fixed by" this patch; None: upstream behaviour (or an open defect)
+    # An upstream defect reduced to its cause, which no patch fixes yet: listed apart, and still fails the generator.
+    open_defect: bool = False
+    first: str = "2.2.0"  # first release the rule covers
+    fixed: Optional[str] = None  # first release it no longer covers
+    models: str = "*"  # fnmatch pattern on the model name
+    # The value audit's first finding (any finding, with any_finding) names this pass, says this changed, on this
+    # input set (regular expressions for the last two).
+    first_pass: Optional[str] = None
+    first_what: Optional[str] = None
+    first_inputs: Optional[str] = None
+    any_finding: bool = False
+    only_passes: Optional[Tuple[str, ...]] = None  # every pass the value audit names is one of these
+    error: Optional[str] = None  # regular expression the error's first line must contain
+    relative_at_most: Optional[float] = None  # largest difference to eager, relative to the value's magnitude
+    where: Optional[str] = None  # regular expression the first difference's description must contain
+    note: Optional[str] = None  # regular expression the model's description must contain (generated models)
+
+    @property
+    def verdict(self) -> str:
+        if self.open_defect:
+            return "**open upstream defect** (no patch yet)"
+        return f"fixed by `{self.patch}`" if self.patch else "upstream behaviour"
+
+
+# Every rule is backed by a reduction of the case to its cause (pass, release, reproducer): see the reason, the patch's
+# docstring and the report that introduced it. Keep them narrow: a rule that explains too much hides the next defect.
+TRIAGE: Tuple[Rule, ...] = (
+    Rule(
+        key="identity_ops_view",
+        status="failed",
+        patch="keep_identity_ops",
+        first="2.12.0",
+        first_pass="fold_get_attr_item_calls",
+        error=r"Cannot view a tensor with shape",
+        reason=(
+            "fold_get_attr_item_calls (2.12+) removes every contiguous() before AOT tracing, so "
+            "x.transpose().contiguous().view() (attention heads, shufflenet's channel shuffle) fails to trace"
+        ),
+    ),
+    Rule(
+        key="input_item_folded",
+        status="mismatch",
+        patch="fold_only_constants",
+        first="2.12.0",
+        first_pass="fold_get_attr_item_calls",
+        # Right on the compile's own inputs, wrong on any other: the folded number is the first call's.
+        first_inputs=r"^generated ",
+        where=r"^call 2, ",
+        reason=(
+            "fold_get_attr_item_calls (2.12+) folds .item() of a graph input into the number it has at compile time: "
+            "the first call is right, every later call computes with the first call's value (probes input_item, "
+            "input_clone_item; the clone chain is also kept by keep_identity_ops)"
+        ),
+    ),
+    Rule(
+        key="identity_ops_clone",
+        status="mismatch",
+        patch="keep_identity_ops",
+        first="2.12.0",
+        first_pass="fold_get_attr_item_calls",
+        first_inputs=r"^the compile's real inputs$",
+        reason=(
+            "fold_get_attr_item_calls (2.12+) removes every clone/contiguous/detach before AOT tracing: a clone "
+            "changed in place no longer protects its source (wrong numbers, no error)"
+        ),
+    ),
+    Rule(
+        key="input_mutation_lost",
+        status="mismatch",
+        patch="keep_input_mutations",
+        first_pass="repair_input_aliasing",
+        first_what=r"^final contents of input ",
+        any_finding=True,  # after fold_get_attr_item_calls (2.12+), which may change other values first
+        reason=(
+            "repair_input_aliasing clones every graph input before AOT tracing, so in-place updates of inputs "
+            "(and of buffers, graph inputs since torch 2.5) land on the clones and never reach the caller"
+        ),
+    ),
+    Rule(
+        key="decomposition_rounding",
+        status="mismatch",
+        first_pass="aot_export_joint_simple",
+        only_passes=("aot_export_joint_simple",),
+        relative_at_most=1e-5,
+        where=r"^call [12], output ",
+        reason=(
+            "AOT tracing applies Torch-TensorRT's decompositions, which replace fused kernels by elementary ops: "
+            "the same function rounded at each step, so the last bits differ from eager (measured on single ops on "
+            "2.14.0: upsample_bilinear2d 2.1e-6, log_softmax and addcmul 4.8e-7, silu and lerp 2.4e-7, var 6e-8 at "
+            "magnitude ~1; no other pass named, and within 1e-5 of the value's magnitude). Not a defect: a TensorRT "
+            "engine rounds differently again; the value audit's tolerance for this step (trt_compat.audit.TOLERANCES) "
+            "is the same bound"
+        ),
+    ),
+    Rule(
+        key="parameter_clone_rounding",
+        status="mismatch",
+        first_pass="repair_input_aliasing",
+        only_passes=("repair_input_aliasing", "aot_export_joint_simple"),
+        relative_at_most=1e-5,
+        where=r"^call [12], output ",
+        reason=(
+            "repair_input_aliasing clones every graph input, parameters included, and a clone does not require grad: "
+            "matmul picks its kernel by requires_grad even under no_grad (it folds the batch dimensions of a "
+            "non-contiguous input into one mm only when no operand requires grad), so a Linear on a transposed "
+            "4-D input rounds differently from eager in the last bits (reduced: gen-0-0170, "
+            "`x.transpose(2, 3)` then `Linear(11, 11)`, 4.8e-7). Not a defect: rounding, removed with the clones "
+            "after tracing, and a TensorRT engine rounds differently again"
+        ),
+    ),
+    Rule(
+        key="buffer_mutation_fails_aot",
+        status="failed",
+        patch="keep_input_mutations",
+        first="2.2.0",
+        fixed="2.5.0",
+        error=r"mutating a non-functional tensor with a functional tensor|n=copy_, n\.args\[0\]=clone",
+        reason=(
+            "torch 2.4 and older keep buffers as get_attr nodes: AOT tracing fails on their in-place update instead "
+            "(the graph falls back to PyTorch, or with pass_through_build_failures does not compile)"
+        ),
+    ),
+    Rule(
+        key="attention_mask_copy_fails_aot",
+        status="failed",
+        first="2.4.0",
+        fixed="2.5.0",
+        error=r"n=copy_, n\.args\[0\]=full_like",
+        note=r"sdpa\(",
+        reason=(
+            "scaled_dot_product_attention with is_causal or a mask: on torch 2.4 its CPU decomposition fills a "
+            "full_like mask in place, which aot_export_joint_simple refuses (AssertionError n=copy_): the compile "
+            "fails loudly, and by default falls back to PyTorch. Not a wrong number"
+        ),
+    ),
+    Rule(
+        key="captured_scalar_block_input",
+        status="failed",
+        error=r"meta val for input node _local_scalar_dense is of type : <class 'torch.SymFloat'>",
+        reason=(
+            "with capture_scalar_outputs an .item() without folding becomes a SymFloat input of a TensorRT block, "
+            "which construct_submodule_inputs rejects: the compile fails loudly (by default the graph falls back to "
+            "PyTorch). A missing feature, not a wrong number"
+        ),
+    ),
+    Rule(
+        key="unpool_garbage",
+        status="mismatch",
+        patch="tuple_pooling",
+        first_pass="aot_export_joint_simple",
+        note=r"MaxUnpool2d",
+        reason=(
+            "max_pool2d_with_indices + max_unpool2d lowered by upstream give values that change from run to run "
+            "(denormal-level on the first call, up to 2.2e30 on the second: gen-0-0070, 2.5.0 and 2.12.1), so every "
+            "pass after AOT tracing looks like it changed them; tuple_pooling's own unpooling (zeros + scatter) is "
+            "bit-exact, and TRT_COMPAT_DISABLE=tuple_pooling brings the mismatch back (2.5.0). Not reduced further"
+        ),
+    ),
+    Rule(
+        key="mutation_through_view_untraceable",
+        status="failed",
+        first="2.4.0",
+        fixed="2.12.0",
+        error=r"cannot mutate tensors with frozen storage",
+        reason=(
+            "an in-place update through an alias of a view of an intermediate (y = x.contiguous(); y.add_() after "
+            "x.view().view(), or y = x.detach(); y.add_()) fails AOT tracing with Torch-TensorRT's decompositions "
+            "(aot_eager traces it correctly): the compile fails loudly, and by default falls back to PyTorch. Not a "
+            "wrong number; measured on 2.4.0 and 2.5.0 (gen-0-0044, gen-0-0048)"
+        ),
+    ),
+    Rule(
+        key="select_scatter_layout",
+        status="mismatch",
+        open_defect=True,
+        first="2.4.0",
+        fixed="2.14.0",
+        first_pass="aot_export_joint_simple",
+        note=r"x\[:, 0\] \+= x\[:, -1\]",
+        reason=(
+            "AOT tracing decomposes x[:, 0] += ... (select_scatter) through Torch-TensorRT's slice_scatter "
+            "decomposition into scatter, whose result is contiguous where eager keeps x's (transposed) layout; a "
+            "later y = x.contiguous() is then traced as an alias instead of a copy, and y.add_() leaks into x. "
+            "Reduced (gen-0-0168): x.transpose(2, 3).contiguous().mul_(0.5).transpose(2, 3).clone(); "
+            "x[:, 0] += x[:, -1]; x = (x * 0.25).add_(-0.5); y = x.contiguous(); y.add_(2); x * y: off by 4.0 on "
+            "2.5.0, 2.12.1, 2.13.0 (and in the campaign on 2.4.0); 2.14.0 no longer decomposes slice_scatter"
+        ),
+    ),
+    Rule(
+        key="causal_sdpa_mask_decomposition",
+        status="mismatch",
+        open_defect=True,
+        first="2.4.0",
+        fixed="2.5.0",
+        first_pass="aot_export_joint_simple",
+        note=r"is_causal=True",
+        reason=(
+            "scaled_dot_product_attention(x, x, x, is_causal=True) of a transposed x = x.transpose(2, 3) (2, 4, 9, 7) "
+            "is off by 0.57 after AOT tracing with Torch-TensorRT 2.4.0's decompositions (torch's own tables give "
+            "bit-exact results); dropping any one of the aten.ones, aten.full or aten.empty_strided decompositions "
+            "from the table makes it exact (gen-0-0109, gen-0-0135, gen-0-0168 on 2.4.0; 2.5.0 is exact)"
+        ),
+    ),
+    Rule(
+        key="pool_tuple_meta",
+        status="failed",
+        patch="tuple_partition_inputs",
+        first="2.2.0",
+        fixed="2.5.0",
+        error=r"The meta val for input node max_pool2d.* is of type : <class 'tuple'>|meta val for input node",
+        reason="#3185: a fused max_pool2d carries a tuple (or no) val into construct_submodule_inputs",
+    ),
+)
+
+
+# -- reading -----------------------------------------------------------------------------------------------------
+def parse_release(text: str) -> Tuple[int, ...]:
+    parts = tuple(int(p) for p in text.split("."))
+    return parts + (0,) * (3 - len(parts))
+
+
+def load(folder: Path) -> Dict[str, dict]:
+    found = {}
+    for path in folder.glob("*.json"):
+        data = json.loads(path.read_text())
+        found[data["release"]] = data
+    return dict(sorted(found.items(), key=lambda item: parse_release(item[0])))
+
+
+def first_finding(side: dict) -> dict:
+    findings = side.get("audit") or []
+    return findings[0] if findings else {}
+
+
+def first_pass(side: dict) -> str:
+    return first_finding(side).get("pass", "")
+
+
+def matches(rule: Rule, release: str, model: str, side_name: str, side: dict, note: str = "") -> bool:
+    version = parse_release(release)
+    if side.get("status") != rule.status or version < parse_release(rule.first):
+        return False
+    if rule.fixed is not None and version >= parse_release(rule.fixed):
+        return False
+    if not fnmatch.fnmatchcase(model, rule.models):
+        return False
+    if rule.patch is not None and side_name == "with" and rule.patch in side.get("patches", []):
+        return False  # the patch was applied, and the problem is still there: not fixed
+    findings = (side.get("audit") or []) if rule.any_finding else [first_finding(side)]
+    if not any(_finding_matches(rule, finding) for finding in findings):
+        return False
+    if rule.only_passes is not None and not {f["pass"] for f in side.get("audit") or []} <= set(rule.only_passes):
+        return False
+    if rule.error is not None and not re.search(rule.error, side.get("error", "")):
+        return False
+    if rule.where is not None and not re.search(rule.where, side.get("where", "")):
+        return False
+    if rule.note is not None and not re.search(rule.note, note):
+        return False
+    if rule.relative_at_most is not None and not _number(side.get("relative_difference")) <= rule.relative_at_most:
+        return False
+    return True
+
+
+def _finding_matches(rule: Rule, finding: dict) -> bool:
+    if rule.first_pass is not None and finding.get("pass", "") != rule.first_pass:
+        return False
+    if rule.first_what is not None and not re.search(rule.first_what, finding.get("what", "")):
+        return False
+    return rule.first_inputs is None or bool(re.search(rule.first_inputs, finding.get("inputs", "")))
+
+
+def _number(value: object) -> float:
+    if value == "inf" or value is None:
+        return float("inf")
+    return float(value)  # type: ignore[arg-type]
+
+
+@dataclass
+class Case:
+    release: str
+    model: str
+    family: str
+    side: str
+    record: dict
+    rule: Optional[Rule]
+
+
+def problems(results: Dict[str, dict]) -> List[Case]:
+    """Every failed or mismatched side of every model, with the first rule that explains it (or None)."""
+    found = []
+    for release, data in results.items():
+        for model, record in data["models"].items():
+            for side_name in SIDES:
+                side = record.get(side_name)
+                if not side or side.get("status") not in ("failed", "mismatch"):
+                    continue
+                note = record.get("note", "")
+                rule = next((r for r in TRIAGE if matches(r, release, model, side_name, side, note)), None)
+                found.append(Case(release, model, record.get("family", ""), side_name, side, rule))
+    return found
+
+
+# -- rendering ---------------------------------------------------------------------------------------------------
+def counts(data: dict, side_name: str) -> Tuple[int, int, int, int]:
+    """(models run, bit-exact, mismatched, failed to compile) on one side."""
+    sides = [record[side_name] for record in data["models"].values() if side_name in record]
+    sides = [side for side in sides if side["status"] != "not run"]
+    found = {status: sum(1 for side in sides if side["status"] == status) for status in ("ok", "mismatch", "failed")}
+    return len(sides), found["ok"], found["mismatch"], found["failed"]
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _part_cell(data: dict) -> str:
+    parts = data.get("parts", {})
+    return ", ".join(f"{name} {p['models']} in {_duration(p['seconds'])}" for name, p in sorted(parts.items()))
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _difference(side: dict) -> str:
+    if side["status"] == "failed":
+        return _cell(side.get("error", ""))
+    value = side.get("max_difference")
+    text = "inf" if value == "inf" else f"{float(value):.3g}"
+    return _cell(f"max \\|diff\\| {text}: {side.get('where', '')}")
+
+
+def _named(side: dict) -> str:
+    findings = side.get("audit")
+    if findings is None:
+        return "(not audited)"
+    if not findings:
+        return "none"
+    first = findings[0]
+    difference = first["difference"]
+    amount = "inf" if difference == "inf" else f"{float(difference):.3g}"
+    return _cell(f"`{first['pass']}` ({first['phase']}): {first['what']}, {amount}")
+
+
+def render(results: Dict[str, dict]) -> Tuple[str, List[Case]]:
+    cases = problems(results)
+    untriaged = [case for case in cases if case.rule is None]
+    still_open = [case for case in cases if case.rule is not None and case.rule.open_defect]
+    lines = [
+        "# Differential campaign",
+        "",
+        "<!-- generated by compat/make_differential.py from compat/differential/*.json (do not edit by hand) -->",
+        "",
+        'Every model compiled with `torch.compile(backend="torch_tensorrt")` in dryrun, without and with trt_compat,',
+        "and compared with eager PyTorch **bit for bit** (outputs, and the final contents of inputs and buffers); the",
+        "value audit names the graph pass behind each difference. Measured with `python -m compat.campaign` in each",
+        "release's harness venv; rendered and triaged by `python -m compat.make_differential`. Dryrun only: TensorRT",
+        "engines cannot be built or compared on these machines.",
+        "",
+        "## Per release",
+        "",
+        "| release | torch | models | without trt_compat: bit-exact / mismatched / failed "
+        "| with trt_compat: bit-exact / mismatched / failed | open defects | untriaged | parts measured (both sides) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for release, data in results.items():
+        run, *without = counts(data, "without")
+        _, *with_ = counts(data, "with")
+        open_here = sum(1 for case in still_open if case.release == release)
+        untriaged_here = sum(1 for case in untriaged if case.release == release)
+        lines.append(
+            f"| {release} | {data['versions'].get('torch', '?')} | {run} | {' / '.join(map(str, without))} "
+            f"| {' / '.join(map(str, with_))} | {open_here or ''} | {untriaged_here or ''} | {_part_cell(data)} |"
+        )
+    lines += ["", "## Triage", "", "| rule | verdict | what | cases |", "|---|---|---|---|"]
+    for rule in TRIAGE:
+        covered = sum(1 for case in cases if case.rule is rule)
+        lines.append(f"| `{rule.key}` | {rule.verdict} | {_cell(rule.reason)} | {covered} |")
+    if still_open:
+        lines += ["", "## OPEN DEFECTS", "", "Reduced to their cause (see the rule), but no patch fixes them yet:", ""]
+        lines += _case_table(still_open)
+    if untriaged:
+        lines += ["", "## UNTRIAGED", "", "A rule in compat/make_differential.py must explain each of these:", ""]
+        lines += _case_table(untriaged)
+    lines += ["", "## Every failure and mismatch", ""]
+    lines += _case_table(cases) if cases else ["None."]
+    return "\n".join(lines) + "\n", untriaged + still_open
+
+
+def _case_table(cases: List[Case]) -> List[str]:
+    rows = [
+        "| release | model | side | result | first pass the value audit names | triage |",
+        "|---|---|---|---|---|---|",
+    ]
+    for case in sorted(cases, key=lambda c: (parse_release(c.release), c.model, SIDES.index(c.side))):
+        triage = f"`{case.rule.key}`" if case.rule else "**untriaged**"
+        rows.append(
+            f"| {case.release} | {case.model} | {case.side} | {case.record['status']}: {_difference(case.record)} "
+            f"| {_named(case.record)} | {triage} |"
+        )
+    return rows
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=RESULTS)
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if stale or untriaged")
+    args = parser.parse_args(argv)
+    text, untriaged = render(load(args.results))
+    for case in untriaged:
+        what = f"open defect `{case.rule.key}`" if case.rule else "untriaged"
+        print(f"{what}: {case.release} {case.model} ({case.side}): {case.record['status']}", file=sys.stderr)
+    if args.check:
+        current = args.output.read_text() if args.output.exists() else ""
+        if current != text:
+            print(f"{args.output} is stale: run python -m compat.make_differential", file=sys.stderr)
+            return 1
+        return 1 if untriaged else 0
+    args.output.write_text(text)
+    print(f"wrote {args.output}")
+    return 1 if untriaged else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
