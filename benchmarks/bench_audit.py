@@ -2,8 +2,8 @@
 audit off, with the metadata audit and with the value audit on (every patch disabled in all four, so only the
 audit differs).
 
-    .venvs/tt-2.14.0/bin/python benchmarks/bench_audit.py              # writes results/audit-2.14.0.json
-    .venvs/tt-2.14.0/bin/python benchmarks/bench_audit.py --processes 10 --models resnet18
+    .venvs/tt-2.14.0/bin/python -m benchmarks.bench_audit              # writes results/audit-2.14.0.json
+    .venvs/tt-2.14.0/bin/python -m benchmarks.bench_audit --processes 10 --models resnet18
 
 Each measurement is a fresh interpreter (``--child``), so "never imported" really never imports trt_compat: it
 prepares the harness, imports trt_compat first where the mode has it (timing that import), then torch and
@@ -23,13 +23,8 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _common  # noqa: E402
-
-# This checkout's trt_compat, not an installed copy (the script's own folder comes first on sys.path otherwise).
-sys.path.insert(0, str(_common.REPO))
+from benchmarks import _common
 
 MODES = {
     "never": None,  # trt_compat never imported
@@ -118,7 +113,9 @@ def run_child(mode: str, model: str, compiles: int) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRT_COMPAT_")}
     if MODES[mode] is not None:
         env.update(TRT_COMPAT_DISABLE="all", TRT_COMPAT_AUDIT=MODES[mode])
-    command = [sys.executable, __file__, "--child", mode, "--models", model, "--compiles", str(compiles)]
+    # -m from the repository root: this checkout's trt_compat, not an installed copy.
+    command = [sys.executable, "-m", "benchmarks.bench_audit", "--child", mode, "--models", model]
+    command += ["--compiles", str(compiles)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, cwd=_common.REPO, timeout=3600)
     if done.returncode != 0:
         raise RuntimeError(f"{mode} {model}: {done.stderr[-3000:]}")

@@ -101,6 +101,11 @@ REPRODUCERS: Dict[str, Tuple[str, str, Callable[[Any], Any]]] = {
     "step_counter": ("keep_input_mutations", "StepCounter", lambda torch: torch.randn(2, 3)),
     "kv_cache_write": ("keep_input_mutations", "KVCacheWrite", lambda torch: torch.arange(3.0) + 1),
     "scale_by_sum": ("fold_only_constants", "ScaleBySum", lambda torch: torch.randn(2, 3)),
+    "scatter_then_contiguous": (
+        "keep_scatter_layout",
+        "ScatterThenContiguous",
+        lambda torch: torch.linspace(-1.0, 1.0, 504).view(2, 4, 9, 7),
+    ),
     "ceil_and_dilated_pools": ("convertible_pools", "_CeilAndDilatedPools", lambda torch: torch.randn(1, 3, 16, 16)),
 }
 
@@ -484,9 +489,17 @@ def _version_of(distribution: str) -> Optional[str]:
 
 
 def _commit() -> str:
+    """HEAD, "+changes" when the code measured (trt_compat, patches, this campaign, the test models) differs from it;
+    results files do not count (the matrix rewrites them while it runs)."""
+    code = ["trt_compat", "patches", "compat/campaign.py", "compat/generated.py", "tests/helpers"]
     try:
         done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *code],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
     except OSError:
         return "unknown"
     return done.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")

@@ -208,7 +208,7 @@ TRIAGE: Tuple[Rule, ...] = (
     Rule(
         key="select_scatter_layout",
         status="mismatch",
-        open_defect=True,
+        patch="keep_scatter_layout",
         first="2.4.0",
         fixed="2.14.0",
         first_pass="aot_export_joint_simple",
@@ -219,7 +219,8 @@ TRIAGE: Tuple[Rule, ...] = (
             "later y = x.contiguous() is then traced as an alias instead of a copy, and y.add_() leaks into x. "
             "Reduced (gen-0-0168): x.transpose(2, 3).contiguous().mul_(0.5).transpose(2, 3).clone(); "
             "x[:, 0] += x[:, -1]; x = (x * 0.25).add_(-0.5); y = x.contiguous(); y.add_(2); x * y: off by 4.0 on "
-            "2.5.0, 2.12.1, 2.13.0 (and in the campaign on 2.4.0); 2.14.0 no longer decomposes slice_scatter"
+            "2.5.0, 2.12.1, 2.13.0 (and in the campaign on 2.4.0); 2.14.0 no longer decomposes slice_scatter (on 2.12+ "
+            "keep_identity_ops is needed as well: the backend also removes the contiguous() itself)"
         ),
     ),
     Rule(

@@ -211,11 +211,14 @@ class Patch:
 class Change(NamedTuple):
     """One change a patch made, as its undo log records it (see :attr:`Changes.records`)."""
 
-    kind: str  # "attribute" (owner.name replaced) or "pass" (a lowering pass replaced or inserted)
-    owner: Any  # the module or object (attribute), or the pass manager (pass)
-    name: str  # the attribute's name, or the installed pass's name
+    # "attribute" (owner.name replaced), "item" (owner[key] replaced, in a registry such as a decomposition table)
+    # or "pass" (a lowering pass replaced or inserted)
+    kind: str
+    owner: Any  # the module or object (attribute), the mapping (item), or the pass manager (pass)
+    name: str  # the attribute's name, the key in words, or the installed pass's name
     original: Any  # what was there before (None for an inserted pass)
     installed: Any  # what trt_compat put there
+    key: Any = None  # the mapping's key (item)
 
 
 class _Undo:
@@ -241,6 +244,20 @@ class _AttributeUndo(_Undo):
         if getattr(self.owner, self.name, None) is not self.installed:
             return f"{_qualname(self.owner)}.{self.name} was replaced again after trt_compat; left as a pass-through"
         setattr(self.owner, self.name, self.original)
+        return None
+
+
+class _ItemUndo(_Undo):
+    def __init__(self, mapping: Any, key: Any, name: str, original: Any, installed: Any, disable: Callable[[], None]):
+        self.mapping, self.key, self.original, self.installed, self.disable = mapping, key, original, installed, disable
+        self.description = f"wrapped {name}[{key}]"
+        self.change = Change("item", mapping, str(key), original, installed, key)
+
+    def undo(self) -> Optional[str]:
+        self.disable()
+        if self.mapping.get(self.key) is not self.installed:
+            return f"the entry {self.key} was replaced again after trt_compat; left as a pass-through"
+        self.mapping[self.key] = self.original
         return None
 
 
@@ -338,6 +355,27 @@ class Changes:
         setattr(owner, name, patched)
         self.originals[f"{_qualname(owner)}.{name}"] = original
         self._undo.append(_AttributeUndo(owner, name, original, patched, self._deactivate))
+        return patched
+
+    def wrap_item(self, mapping: Any, key: Any, wrapper: Callable, name: str) -> Callable:
+        """Replace the callable ``mapping[key]`` (an entry of a registry, e.g. a decomposition table that is read at
+        every compile) by one calling ``wrapper(wrapped, None, args, kwargs)``, as :meth:`wrap_function` does for an
+        attribute; ``name`` describes the mapping in the report."""
+        original = mapping.get(key) if hasattr(mapping, "get") else None
+        if original is None or not callable(original):
+            raise TargetChanged(f"{name} has no callable entry {key}")
+
+        @functools.wraps(original)
+        def patched(*args: Any, **kwargs: Any) -> Any:
+            if not self.active:
+                return original(*args, **kwargs)
+            return wrapper(original, None, args, kwargs)
+
+        patched.__wrapped__ = original
+        patched.__trt_compat_patch__ = getattr(getattr(self, "patch", None), "name", "trt_compat")
+        mapping[key] = patched
+        self.originals[f"{name}[{key}]"] = original
+        self._undo.append(_ItemUndo(mapping, key, name, original, patched, self._deactivate))
         return patched
 
     def replace_pass(self, manager: Any, original: Callable, replacement: Callable) -> None:

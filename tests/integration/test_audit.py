@@ -273,10 +273,13 @@ def test_the_backend_passes_are_found_in_each_release(audit, release):
     from torch_tensorrt.dynamo.backend import backends
 
     phases = dict(audit.backend_passes(backends))
-    assert phases["repair_input_aliasing"] == phases["remove_detach"] == audit.PRE_AOT, phases
+    assert phases["repair_input_aliasing"] == audit.PRE_AOT, phases
+    # remove_detach came with 2.3.0.
+    assert phases.get("remove_detach") == (audit.PRE_AOT if release >= (2, 3, 0) else None), phases
     assert ("fold_get_attr_item_calls" in phases) == (release >= (2, 12, 0)), phases
-    # SymInt inputs are removed before AOT tracing up to 2.11, after it from 2.12 on.
-    assert phases["remove_sym_nodes"] == (audit.POST_AOT if release >= (2, 12, 0) else audit.PRE_AOT), phases
+    # SymInt inputs are removed (from 2.3.0) before AOT tracing up to 2.11, after it from 2.12 on.
+    removal = audit.POST_AOT if release >= (2, 12, 0) else audit.PRE_AOT if release >= (2, 3, 0) else None
+    assert phases.get("remove_sym_nodes") == removal, phases
     assert not set(phases) & set(audit.NOT_JUDGED)
 
 

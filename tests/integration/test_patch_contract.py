@@ -48,10 +48,14 @@ def snapshot(records):
     return [(change.kind, id(change.owner), change.name, change.original, change.installed) for change in records]
 
 
+def _current(change):
+    return change.owner[change.key] if change.kind == "item" else getattr(change.owner, change.name)
+
+
 def assert_in_place_once(records):
     for change in records:
-        if change.kind == "attribute":
-            current = getattr(change.owner, change.name)
+        if change.kind in ("attribute", "item"):
+            current = _current(change)
             assert current is change.installed, f"{change.name} is not what the patch installed"
             assert current.__wrapped__ is change.original, f"{change.name} is wrapped more than once"
             assert not hasattr(change.original, "__trt_compat_patch__"), f"{change.name} wraps a wrapper of ours"
@@ -61,8 +65,8 @@ def assert_in_place_once(records):
 
 def assert_restored(records):
     for change in records:
-        if change.kind == "attribute":
-            assert getattr(change.owner, change.name) is change.original, f"{change.name} not restored"
+        if change.kind in ("attribute", "item"):
+            assert _current(change) is change.original, f"{change.name} not restored"
         else:
             assert not any(entry is change.installed for entry in change.owner.passes), f"{change.name} left behind"
             if change.original is not None:

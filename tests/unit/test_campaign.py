@@ -181,16 +181,30 @@ def test_check_mode_finds_a_stale_file(tmp_path):
     assert "| 2.14.0 | 2.14.1 | 1 | 1 / 0 / 0 | 1 / 0 / 0 |" in output.read_text()
 
 
-def test_an_open_defect_is_listed_apart_and_still_fails_the_generator(tmp_path):
+def test_an_open_defect_is_listed_apart_and_still_fails_the_generator(tmp_path, monkeypatch):
+    rule = make_differential.Rule(
+        key="some_open_defect", status="mismatch", open_defect=True, first_pass="aot_export_joint_simple", reason="r"
+    )
+    monkeypatch.setattr(make_differential, "TRIAGE", (rule,))
+    aot = dict(fold_finding(), **{"pass": "aot_export_joint_simple", "phase": "AOT tracing"})
+    wrong = side("mismatch", max_difference=4.0, where="call 1, output 0", audit=[aot])
+    models = {"gen-0-0001": {"family": "generated", "note": "x = x.clone(); ...", "without": wrong}}
+    output = tmp_path / "DIFFERENTIAL.md"
+    assert make_differential.main(["--results", str(results(tmp_path, models, "2.5.0")), "--output", str(output)]) == 1
+    text = output.read_text()
+    assert "## OPEN DEFECTS" in text and "## UNTRIAGED" not in text and "`some_open_defect`" in text
+
+
+def test_the_scatter_layout_mismatch_is_fixed_by_its_patch(tmp_path):
     aot = dict(fold_finding(), **{"pass": "aot_export_joint_simple", "phase": "AOT tracing"})
     wrong = side("mismatch", max_difference=4.0, where="call 1, output 0", audit=[aot])
     models = {
         "gen-0-0001": {"family": "generated", "note": "x = x.clone(); x[:, 0] += x[:, -1]; ...", "without": wrong}
     }
     output = tmp_path / "DIFFERENTIAL.md"
-    assert make_differential.main(["--results", str(results(tmp_path, models, "2.5.0")), "--output", str(output)]) == 1
-    text = output.read_text()
-    assert "## OPEN DEFECTS" in text and "## UNTRIAGED" not in text and "`select_scatter_layout`" in text
+    assert make_differential.main(["--results", str(results(tmp_path, models, "2.5.0")), "--output", str(output)]) == 0
+    assert "| 2.5.0 | gen-0-0001 | without |" in output.read_text()
+    assert "`select_scatter_layout` |" in output.read_text()
 
 
 def test_the_committed_report_is_current():

@@ -1,0 +1,165 @@
+"""Give the result of Torch-TensorRT's ``slice_scatter`` decomposition the layout eager's ``slice_scatter`` has.
+
+Not reported upstream yet; found by the differential campaign (compat/DIFFERENTIAL.md, generated graph
+gen-0-0168). Torch-TensorRT 2.4.0 to 2.13.x registers its own decomposition of ``aten.slice_scatter`` in
+``TORCH_TRT_DECOMPOSITIONS`` (``select_scatter``'s goes through it), which AOT tracing applies on both compile paths:
+``torch.scatter`` into ``arange`` indices, or, when the slice covers the whole dimension, the source itself. Eager's
+``slice_scatter`` returns a copy of its input in the input's layout (a clone, ``preserve_format``); the traced
+``scatter`` is contiguous, and the source has its own layout. The values are right, but functionalization decides by
+the layout whether ``.contiguous()`` copies: after ``x[:, 0] += ...`` on a transposed ``x``, ``x * 0.25`` is
+contiguous in the traced program, so ``y = (x * 0.25).contiguous()`` becomes the same tensor instead of a copy and
+``y.add_(2)`` changes it too. Wrong numbers, no error: the model below is off by 5.45 on 2.12.1 (dryrun on the CPU),
+and by as much on 2.4.0, 2.5.0 and 2.13.0; 2.14.0 converts ``slice_scatter`` instead of decomposing it, and 2.3.0 and
+older do not decompose it.
+
+Reproducer for an upstream report (2.4.0-2.13.x; ``options={"dryrun": True}`` shows it without a GPU)::
+
+    import torch, torch_tensorrt
+
+    def f(x):
+        x = x.transpose(2, 3).clone()
+        x[:, 0] += x[:, -1]
+        x = x * 0.25
+        y = x.contiguous()
+        y.add_(2)
+        return x * y
+
+    x = torch.randn(2, 4, 9, 7, device="cuda")
+    compiled = torch.compile(f, backend="torch_tensorrt", options={"min_block_size": 1})
+    print((compiled(x) - f(x)).abs().max())   # 0 in eager semantics; about 5 here
+
+Here upstream's decomposition still runs, and its result is returned as it is when it already has the strides eager's
+clone of the input would have. Otherwise it is laid out again: permuted into the input's physical dimension order,
+copied contiguous, permuted back (same values, eager's strides; a permute and a copy more in the graph, only for
+non-contiguous inputs). Left to upstream: inputs with symbolic sizes or strides (dynamic shapes), whose layout cannot
+be compared without guarding on the sizes, and inputs with gaps (not dense), which a permuted copy cannot reproduce.
+"""
+
+from typing import Any, Callable, List, Optional, Sequence
+
+import torch
+
+from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext, TargetChanged
+
+_DECOMPOSITIONS_MODULE = "torch_tensorrt.dynamo.lowering._decompositions"
+_TABLE = "TORCH_TRT_DECOMPOSITIONS"
+_SLICE_SCATTER = torch.ops.aten.slice_scatter.default
+
+
+def eager_strides(tensor: torch.Tensor) -> Optional[List[int]]:
+    """The strides eager's ``slice_scatter`` gives its result: the input's own. None when they are symbolic, or when
+    the input is not dense and non-overlapping (a layout with gaps, which only the view replays of functionalization
+    produce there and no user code sees): such results are left as upstream makes them."""
+    shape, strides = list(tensor.shape), list(tensor.stride())
+    if not all(isinstance(n, int) for n in (*shape, *strides)):
+        return None
+    return strides if _dense(shape, strides) else None
+
+
+def _dense(shape: Sequence[int], strides: Sequence[int]) -> bool:
+    """Whether the elements fill their memory exactly once (some order of the dimensions is contiguous)."""
+    if 0 in shape:
+        return True
+    expected = 1
+    for size, stride in sorted((p for p in zip(shape, strides) if p[0] != 1), key=lambda p: p[1]):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def relaid_out(result: torch.Tensor, strides: Sequence[int]) -> torch.Tensor:
+    """``result``'s values with ``strides`` (dense and non-overlapping); size-1 dimensions may differ."""
+    order = sorted(range(result.dim()), key=lambda dim: -strides[dim])  # outermost first; stable for ties
+    back = [order.index(dim) for dim in range(result.dim())]
+    return result.permute(order).clone(memory_format=torch.contiguous_format).permute(back)
+
+
+def with_input_layout(result: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
+    """``result`` (a ``slice_scatter`` of ``input_tensor``) in the layout eager gives it."""
+    strides = eager_strides(input_tensor)
+    if strides is None or not isinstance(result, torch.Tensor) or result.shape != input_tensor.shape:
+        return result
+    if not all(isinstance(n, int) for n in result.stride()) or _same_layout(result, strides):
+        return result
+    return relaid_out(result, strides)
+
+
+def _same_layout(tensor: torch.Tensor, strides: Sequence[int]) -> bool:
+    # The stride of a dimension of size 1 never moves an element: it does not count, here or for torch.
+    return all(size == 1 or a == b for size, a, b in zip(tensor.shape, tensor.stride(), strides))
+
+
+def _keeping_layout(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
+    input_tensor = args[0] if args else kwargs.get("self", kwargs.get("input_tensor"))
+    result = wrapped(*args, **kwargs)
+    if not isinstance(input_tensor, torch.Tensor):
+        return result
+    return with_input_layout(result, input_tensor)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The declared defect: a reproducer the compatibility matrix and `python -m trt_compat verify` run.
+
+
+class ScatterThenContiguous(torch.nn.Module):
+    """An update of a transposed tensor's row, then a contiguous copy changed in place (gen-0-0168, reduced)."""
+
+    def forward(self, x):
+        x = x.transpose(2, 3).clone()
+        x[:, 0] += x[:, -1]
+        x = x * 0.25
+        y = x.contiguous()
+        y.add_(2)
+        return x * y
+
+
+def _decomposed_here() -> bool:
+    import importlib
+
+    table = getattr(importlib.import_module(_DECOMPOSITIONS_MODULE), _TABLE, {})
+    return _SLICE_SCATTER in table
+
+
+def check_scatter_layout(probe: Any) -> Optional[str]:
+    if not _decomposed_here():
+        raise NotApplicable("this release does not decompose aten.slice_scatter (only 2.4.0-2.13.x do)")
+    model, x = ScatterThenContiguous().eval(), torch.linspace(-1.0, 1.0, 504).view(2, 4, 9, 7)
+    # The multiplications run in PyTorch, so no TensorRT block feeds the graph's output: 2.10.0's dryrun cannot
+    # finish a graph whose output a block produces. The layout decision happens in AOT tracing, before partitioning.
+    compiled = probe.compile(model, x, torch_executed_ops={torch.ops.aten.mul.Tensor})
+    difference = probe.same(compiled.output, model(x))
+    what = "x[:, 0] += x[:, -1] on a transposed x, then y = (x * 0.25).contiguous(); y.add_(2)"
+    return None if difference is None else f"{what}: differs from eager: {difference}"
+
+
+PATCH = Patch(
+    name="keep_scatter_layout",
+    title="slice_scatter/select_scatter keep eager's layout through Torch-TensorRT's decomposition",
+    issue=None,
+    first_affected="2.4.0",
+    fixed_in="2.14.0",
+    why=(
+        "2.4.0-2.13.x decompose aten.slice_scatter (and select_scatter) into a contiguous scatter, or the source "
+        "itself, where eager returns a copy in the input's layout: AOT tracing then takes a later .contiguous() of "
+        "a transposed tensor for an alias, and an in-place change of that copy changes the original too (wrong "
+        "numbers, no error). 2.14.0 converts slice_scatter instead of decomposing it."
+    ),
+    defects=(
+        Defect(
+            key="scatter_layout",
+            title="x[:, 0] += ... on a transposed tensor makes a later .contiguous() copy an alias (wrong numbers)",
+            check=check_scatter_layout,
+        ),
+    ),
+)
+
+
+def apply(ctx: PatchContext) -> None:
+    decompositions = ctx.import_module(_DECOMPOSITIONS_MODULE)
+    table = ctx.require_attr(decompositions, _TABLE, lambda value: isinstance(value, dict))
+    # Replacing the entry changes what AOT tracing uses only if the table is read at every compile.
+    get_decompositions = ctx.require_attr(decompositions, "get_decompositions", callable)
+    if _TABLE not in getattr(getattr(get_decompositions, "__code__", None), "co_names", ()):
+        raise TargetChanged(f"{_DECOMPOSITIONS_MODULE}.get_decompositions no longer reads {_TABLE}")
+    ctx.wrap_item(table, _SLICE_SCATTER, _keeping_layout, f"{_DECOMPOSITIONS_MODULE}.{_TABLE}")

@@ -1,0 +1,148 @@
+"""keep_scatter_layout without Torch-TensorRT: the layout fix as a plain function, and the defect's mechanism traced
+with torch's own functionalization and a decomposition table that decomposes slice_scatter/select_scatter the way
+Torch-TensorRT 2.4.0-2.13.x does (into a contiguous ``scatter``), written here from that behaviour."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.fx.experimental.proxy_tensor import make_fx
+from trt_compat.patches import keep_scatter_layout as ksl
+
+aten = torch.ops.aten
+
+
+def scatter_decomposition(input_tensor, src, dim, start=None, end=None, step=1):
+    """slice_scatter as a scatter into arange indices: right values, contiguous result."""
+    size = input_tensor.shape[dim]
+    start = 0 if start is None else start
+    end = size if end is None else min(end, size)
+    index = torch.arange(start, end, step).view([-1 if d == dim else 1 for d in range(input_tensor.dim())])
+    return torch.scatter(input_tensor, dim, index.expand_as(src), src)
+
+
+def select_scatter_decomposition(input_tensor, src, dim, index):
+    return torch.slice_scatter(input_tensor, src.unsqueeze(dim), dim, index, index + 1, 1)
+
+
+def keeping_layout(*args, **kwargs):
+    return ksl._keeping_layout(scatter_decomposition, None, args, kwargs)
+
+
+def traced(function, slice_scatter, x):
+    table = {aten.slice_scatter.default: slice_scatter, aten.select_scatter.default: select_scatter_decomposition}
+    return make_fx(torch.func.functionalize(function), decomposition_table=table)(x)
+
+
+def row_update_then_contiguous(x):
+    x = x.transpose(2, 3).clone()
+    x[:, 0] += x[:, -1]
+    x = x * 0.25
+    y = x.contiguous()
+    y.add_(2)
+    return x * y
+
+
+def slice_update_then_contiguous(x):
+    x = x.permute(0, 2, 1).clone()
+    x[:, 1:3] = x[:, 1:3] * 2
+    x = x + 1
+    y = x.contiguous()
+    y.mul_(3)
+    return x - y
+
+
+def whole_dimension_update_then_contiguous(x):
+    """A slice over the whole dimension: upstream returns the source itself, in the source's layout."""
+    x = x.transpose(0, 1).clone()
+    x[:, :] = x.t().contiguous().t() * 2
+    x = x.exp()
+    y = x.contiguous()
+    y.zero_()
+    return x + y
+
+
+MODELS = {
+    "row": (row_update_then_contiguous, (2, 4, 9, 7)),
+    "slice": (slice_update_then_contiguous, (2, 3, 5)),
+    "whole_dimension": (whole_dimension_update_then_contiguous, (4, 6)),
+}
+
+
+@pytest.mark.parametrize("name", ["row", "slice"])
+def test_contiguous_scatter_makes_a_later_contiguous_an_alias(name):
+    """The defect's mechanism: the traced program is wrong with a contiguous scatter, exact with the fix."""
+    function, shape = MODELS[name]
+    x = torch.randn(shape)
+    assert not torch.equal(traced(function, scatter_decomposition, x)(x), function(x))
+    assert torch.equal(traced(function, keeping_layout, x)(x), function(x))
+
+
+def test_whole_dimension_slice_is_exact_with_the_fix():
+    function, shape = MODELS["whole_dimension"]
+    x = torch.randn(shape)
+    assert torch.equal(traced(function, keeping_layout, x)(x), function(x))
+
+
+LAYOUTS = {
+    "transposed": lambda: torch.randn(2, 4, 7, 9).transpose(2, 3),
+    "channels_last": lambda: torch.randn(2, 3, 8, 8).to(memory_format=torch.channels_last),
+    "size_one_dimension": lambda: torch.randn(3, 1, 4).transpose(0, 2),
+    "offset_slice": lambda: torch.randn(5, 3).t()[:, 1:],
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_result_gets_the_input_layout_and_keeps_its_values(layout):
+    x = LAYOUTS[layout]()
+    result = x.contiguous()
+    out = ksl.with_input_layout(result, x)
+    assert torch.equal(out, x)
+    assert all(size == 1 or a == b for size, a, b in zip(x.shape, out.stride(), x.stride())), (out.stride(), x.stride())
+
+
+@pytest.mark.parametrize(
+    "x",
+    [torch.randn(3, 4), torch.randn(2, 3, 4).transpose(1, 2)],
+    ids=["contiguous", "already_transposed"],
+)
+def test_result_already_in_the_input_layout_is_returned_as_it_is(x):
+    result = x.clone()  # preserve_format: the input's strides
+    assert ksl.with_input_layout(result, x) is result
+
+
+def test_input_with_gaps_is_left_to_upstream():
+    x = torch.randn(4, 6)[:, ::2]
+    result = x.contiguous()
+    assert ksl.eager_strides(x) is None and ksl.with_input_layout(result, x) is result
+
+
+def test_symbolic_sizes_are_left_to_upstream():
+    def relayout(x):
+        x = x.transpose(0, 1)
+        return ksl.with_input_layout(x.contiguous(), x)
+
+    gm = make_fx(relayout, tracing_mode="symbolic")(torch.randn(3, 5))
+    targets = [node.target for node in gm.graph.nodes if node.op == "call_function"]
+    assert aten.permute.default not in targets, targets
+
+
+def test_the_fix_adds_a_copy_only_where_the_layout_differs():
+    row, shape = MODELS["row"]
+    x = torch.randn(shape)
+    permutes = [
+        sum(node.target is aten.permute.default for node in traced(row, decomposition, x).graph.nodes)
+        for decomposition in (scatter_decomposition, keeping_layout)
+    ]
+    # Into the input's physical order and back, around one contiguous copy, per scatter that functionalization
+    # emits for the update (it replays the write onto the base as well).
+    assert permutes[0] == 0 and permutes[1] > 0 and permutes[1] % 2 == 0, permutes
+    contiguous = torch.randn(2, 3, 4)
+
+    def contiguous_row_update(x):
+        x = x.clone()
+        x[:, 0] += 1
+        return x
+
+    untouched = traced(contiguous_row_update, keeping_layout, contiguous)
+    assert not any(node.target is aten.permute.default for node in untouched.graph.nodes)
