@@ -106,6 +106,12 @@ REPRODUCERS: Dict[str, Tuple[str, str, Callable[[Any], Any]]] = {
         "ScatterThenContiguous",
         lambda torch: torch.linspace(-1.0, 1.0, 504).view(2, 4, 9, 7),
     ),
+    "wrapping_counts": ("keep_empty_strided_dtype", "WrappingCounts", lambda torch: torch.ones(3, 3)),
+    "causal_attention": (
+        "keep_empty_strided_dtype",
+        "CausalAttention",
+        lambda torch: torch.linspace(-1.0, 1.0, 504).view(2, 4, 9, 7),
+    ),
     "ceil_and_dilated_pools": ("convertible_pools", "_CeilAndDilatedPools", lambda torch: torch.randn(1, 3, 16, 16)),
 }
 

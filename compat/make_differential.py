@@ -226,16 +226,18 @@ TRIAGE: Tuple[Rule, ...] = (
     Rule(
         key="causal_sdpa_mask_decomposition",
         status="mismatch",
-        open_defect=True,
+        patch="keep_empty_strided_dtype",
         first="2.4.0",
         fixed="2.5.0",
         first_pass="aot_export_joint_simple",
         note=r"is_causal=True",
         reason=(
-            "scaled_dot_product_attention(x, x, x, is_causal=True) of a transposed x = x.transpose(2, 3) (2, 4, 9, 7) "
-            "is off by 0.57 after AOT tracing with Torch-TensorRT 2.4.0's decompositions (torch's own tables give "
-            "bit-exact results); dropping any one of the aten.ones, aten.full or aten.empty_strided decompositions "
-            "from the table makes it exact (gen-0-0109, gen-0-0135, gen-0-0168 on 2.4.0; 2.5.0 is exact)"
+            "scaled_dot_product_attention(x, x, x, is_causal=True) of a transposed x: torch 2.4's decomposition builds "
+            "the causal mask with empty_strided(..., dtype=torch.bool), and Torch-TensorRT's empty_strided "
+            "decomposition (2.4.0 and newer) ignores the dtype, so the mask becomes float ones added to the scores "
+            "instead of masking them (off by 0.57-0.74; gen-0-0109, gen-0-0135, gen-0-0168 on 2.4.0). torch 2.5 and "
+            "newer build the mask otherwise; the dtype loss itself remains up to 2.14.0 (keep_empty_strided_dtype's "
+            "integer reproducer)"
         ),
     ),
     Rule(

@@ -10,8 +10,9 @@ sample runs on 2.2), and whether there is a GPU to build real engines on:
 * without them, it compiles with ``dryrun``: Torch-TensorRT's whole Python compiler runs, the accelerated blocks
   stay PyTorch graphs, and outputs must equal eager bit for bit. 2.2-2.4 move things to CUDA on the way even then
   (their constant folding calls ``.cuda()`` on folded constants, their compile moves sample inputs to the target
-  device, and dryrun runs each block once on ``cuda:0`` to learn its output shapes); without a GPU, for the
-  duration of the compile only, those stay on the CPU.
+  device, and dryrun runs each block once on ``cuda:0`` to learn its output shapes), and from 2.5 the
+  decompositions of empty tensors put them on ``cuda:0``; without a GPU, for the duration of the compile only,
+  those stay on the CPU.
 
 Imports torch and torch_tensorrt when used, never at import.
 """
@@ -107,11 +108,18 @@ class Probe:
             return
         torch = self.torch
         compiler = importlib.import_module("torch_tensorrt.dynamo._compiler")
+        # From 2.5 the decompositions of empty tensors (empty_strided, empty_permuted) put them on the default
+        # device, cuda:0, where the rest of the traced graph is: here that is the CPU.
+        decompositions = importlib.import_module("torch_tensorrt.dynamo.lowering._decompositions")
         saved = [(torch.Tensor, "cuda", torch.Tensor.cuda)]
         saved += [
-            (compiler, name, getattr(compiler, name))
-            for name in ("get_torch_inputs", "to_torch_device")
-            if hasattr(compiler, name)
+            (owner, name, getattr(owner, name))
+            for owner, name in (
+                (compiler, "get_torch_inputs"),
+                (compiler, "to_torch_device"),
+                (decompositions, "to_torch_device"),
+            )
+            if hasattr(owner, name)
         ]
         original_inputs = getattr(compiler, "get_torch_inputs", None)
 
@@ -121,8 +129,9 @@ class Probe:
         torch.Tensor.cuda = lambda tensor, *args, **kwargs: tensor
         if original_inputs is not None:
             compiler.get_torch_inputs = inputs_on_cpu
-        if hasattr(compiler, "to_torch_device"):
-            compiler.to_torch_device = lambda *args, **kwargs: torch.device("cpu")
+        for owner in (compiler, decompositions):
+            if hasattr(owner, "to_torch_device"):
+                owner.to_torch_device = lambda *args, **kwargs: torch.device("cpu")
         try:
             yield
         finally:
