@@ -115,9 +115,9 @@ PATCH = Patch(
     fixed_in=None,
     why=(
         "From 2.4.0 Torch-TensorRT decomposes aten.empty_strided into a float32 empty + as_strided whatever dtype "
-        "was asked for: integer arithmetic on an empty_like of a non-contiguous tensor becomes float arithmetic, "
-        "and on 2.4.0 the boolean causal mask of scaled_dot_product_attention(is_causal=True) becomes ones added to "
-        "the scores (wrong numbers, no error). Unchanged up to the newest release."
+        "was asked for: integer arithmetic on an empty_strided tensor becomes float arithmetic (uint8 250 + 10 "
+        "gives 260), and on 2.4.0 the boolean causal mask of scaled_dot_product_attention(is_causal=True) becomes "
+        "ones added to the scores (wrong numbers, no error). Unchanged up to the newest release."
     ),
     defects=(
         Defect(

@@ -10,7 +10,9 @@ the layout whether ``.contiguous()`` copies: after ``x[:, 0] += ...`` on a trans
 contiguous in the traced program, so ``y = (x * 0.25).contiguous()`` becomes the same tensor instead of a copy and
 ``y.add_(2)`` changes it too. Wrong numbers, no error: the model below is off by 5.45 on 2.12.1 (dryrun on the CPU),
 and by as much on 2.4.0, 2.5.0 and 2.13.0; 2.14.0 converts ``slice_scatter`` instead of decomposing it, and 2.3.0 and
-older do not decompose it.
+older do not decompose it. On the export path (``torch_tensorrt.compile(ir="dynamo")``) the same happens from torch
+2.6, whose ``run_decompositions`` applies the table inside its functionalization (measured on 2.9.0, 2.12.1, 2.13.0;
+2.4.0 and 2.5.0 are exact there).
 
 Reproducer for an upstream report (2.4.0-2.13.x; ``options={"dryrun": True}`` shows it without a GPU)::
 
