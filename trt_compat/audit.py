@@ -779,8 +779,11 @@ _RECENT = 2
 def _draws(slots: List[_Slot], recipe: tuple) -> List[_Draw]:
     """The input sets a pass is judged on: the real inputs (where the graph has any), then two generated draws
     for every input that is not model state with a real value."""
-    if recipe in _recent_draws:
-        return _recent_draws[recipe]
+    cached = _recent_draws.get(recipe)
+    # A recipe names real tensors by id(), which Python reuses once a tensor is freed: cached draws count only
+    # while they still hold these very tensors.
+    if cached is not None and all(_holds_real(draw, slots) for draw in cached):
+        return cached
     draws = []
     if any(slot.real is not None for slot in slots):
         draws.append(
@@ -797,6 +800,10 @@ def _draws(slots: List[_Slot], recipe: tuple) -> List[_Draw]:
         del _recent_draws[next(iter(_recent_draws))]
     _recent_draws[recipe] = draws
     return draws
+
+
+def _holds_real(draw: _Draw, slots: List[_Slot]) -> bool:
+    return all(not isinstance(stored, weakref.ref) or stored() is slot.real for stored, slot in zip(draw.stored, slots))
 
 
 def _real(slot: _Slot) -> Any:

@@ -239,12 +239,13 @@ def retarget(gm, old, new):
 
 
 def fold_items(value_of):
-    """A pass folding ``<placeholder>.item()`` into ``value_of(placeholder)`` (upstream: the real tensor's value)."""
+    """A pass folding ``<tensor>.item()`` of a placeholder or attribute into ``value_of(gm, node)`` (upstream: the
+    real tensor's value)."""
 
     def fold_item_calls(gm, *_):
         for node in list(gm.graph.nodes):
-            if node.op == "call_method" and node.target == "item" and node.args[0].op == "placeholder":
-                number = value_of(node.args[0])
+            if node.op == "call_method" and node.target == "item" and node.args[0].op in ("placeholder", "get_attr"):
+                number = value_of(gm, node.args[0])
                 for user in list(node.users):
                     user.args = tuple(number if arg is node else arg for arg in user.args)
                 gm.graph.erase_node(node)
@@ -392,11 +393,16 @@ def test_a_tolerance_applies_only_to_its_pass():
     assert audit.difference(*close) is not None
 
 
+def real_value(gm, node):
+    if node.op == "get_attr":  # torch 2.4 and older: Dynamo keeps parameters as attributes of the graph module
+        return operator.attrgetter(node.target)(gm).item()
+    return node.meta["grapharg"].example.item()
+
+
 def test_item_folding_with_the_real_parameter_value_is_correct():
     model, x = ScaledByItem(), torch.randn(2, 3)
-    real = fold_items(lambda node: node.meta["grapharg"].example.item())
-    assert judged_in_backend(real, model, x, scalars=True) == []
-    (finding,) = judged_in_backend(fold_items(lambda node: 1.0), model, x, scalars=True)
+    assert judged_in_backend(fold_items(real_value), model, x, scalars=True) == []
+    (finding,) = judged_in_backend(fold_items(lambda gm, node: 1.0), model, x, scalars=True)
     assert finding.what == "output 0" and finding.difference > 0 and finding.inputs == audit.REAL
 
 
@@ -406,7 +412,7 @@ def test_folding_a_graph_input_item_is_caught_by_the_generated_inputs():
             return x * s.item()
 
     # The first call's value is right for the first call only: the real inputs agree, the generated ones do not.
-    fold = fold_items(lambda node: node.meta["grapharg"].example.item())
+    fold = fold_items(real_value)
     (finding,) = judged_in_backend(fold, ScaledByInput(), torch.randn(2, 3), torch.tensor(2.0), scalars=True)
     assert finding.inputs in (audit.SPECIAL, audit.FINITE) and finding.what == "output 0"
 
@@ -708,3 +714,20 @@ def test_metadata_alone_wraps_no_backend_function(stub_backends):
 def test_every_tolerance_says_why():
     for name, tolerance in audit.TOLERANCES.items():
         assert tolerance.why.strip() and tolerance.atol >= 0 and tolerance.rtol >= 0, name
+
+
+def test_cached_input_sets_are_not_reused_for_another_tensor_with_the_same_id(monkeypatch):
+    """Input sets are cached by recipe, which names real tensors by id(); Python reuses the id of a freed tensor, so
+    a cached set whose real tensors are gone (or are others) must be rebuilt, not judged as "no longer exists"."""
+    monkeypatch.setattr(audit, "_recent_draws", {})
+    first = torch.ones(2, 3)
+    slots = [audit._Slot("x", first, real=first)]
+    recipe = audit._recipe(slots)
+    stale = audit._draws(slots, recipe)
+    assert stale[0].kind == audit.REAL and stale[0].values[0] is first
+    del first
+    second = torch.zeros(2, 3)
+    slots = [audit._Slot("x", second, real=second)]
+    fresh = audit._draws(slots, recipe)  # the same recipe, as when `second` got the freed tensor's id
+    assert fresh is not stale and fresh[0].kind == audit.REAL and fresh[0].values[0] is second
+    assert audit._draws(slots, recipe) is fresh  # and the rebuilt sets are cached in turn
