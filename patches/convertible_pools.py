@@ -198,6 +198,41 @@ class _Emitter:
         # constant_pad_nd lists the last dim first.
         return self(aten.constant_pad_nd.default, x, [n for pair in reversed(before_after) for n in pair], value)
 
+    def with_layout_of(self, x: torch.fx.Node, original: torch.fx.Node) -> torch.fx.Node:
+        """``x``, or a copy of it in the memory format of ``original``'s output when their strides differ.
+
+        The replacement ends with strided slices (dilated pools), whose result is not contiguous where the pool's
+        is; an op after the pool that runs in PyTorch may have been chosen for the pool's layout (AOT tracing picks
+        ``_scaled_dot_product_flash_attention_for_cpu`` for a contiguous query) and computes wrong numbers on
+        another one.
+        """
+        want, have = original.meta.get("val"), x.meta.get("val")
+        if isinstance(want, (tuple, list)):
+            want = want[0] if want else None
+        if not (isinstance(want, torch.Tensor) and isinstance(have, torch.Tensor)):
+            return x
+        sizes = [*want.shape, *want.stride(), *have.stride()]
+        if all(type(n) is int for n in sizes) and all(
+            size == 1 or a == b for size, a, b in zip(want.shape, want.stride(), have.stride())
+        ):
+            return x
+        # A plain clone of the (gapped) sliced result is contiguous, a pool's usual layout; a channels-last pool's
+        # is asked for by name (a TensorRT engine has no layout: the converter ignores the keyword).
+        kwargs = {}
+        for memory_format, rank in ((torch.channels_last, 4), (torch.channels_last_3d, 5)):
+            if want.dim() == rank and not want.is_contiguous() and want.is_contiguous(memory_format=memory_format):
+                kwargs = {"memory_format": memory_format}
+        node = _pooling.emit(
+            self.pool.node.graph,
+            aten.clone.default,
+            (x,),
+            self.pool.node,
+            kwargs=kwargs,
+            fake_mode=self.pool.val.fake_mode,
+        )
+        self.nodes.append(node)
+        return node
+
     def undo(self) -> None:
         for node in reversed(self.nodes):
             node.graph.erase_node(node)
@@ -417,6 +452,8 @@ def _rewrite_if_it_converts(
                 result, why = _emit_max(emit), "its input has more than one symbolic leading size"
             else:
                 result, why = _emit_avg(emit)
+            if result is not None:
+                result = emit.with_layout_of(result, node)
         rejected = [new for new in emit.nodes if not in_tensorrt(new)]
     except BaseException:
         emit.undo()

@@ -8,6 +8,7 @@ PyTorch (bit for bit) and fake-tensor propagation. Exit status 1 if a check fail
 """
 
 import json
+import operator
 import sys
 import warnings
 from dataclasses import asdict, dataclass
@@ -135,6 +136,29 @@ def _view_to_reshape(say) -> List[Check]:
     ]
 
 
+def _fused_pool(gm: torch.fx.GraphModule) -> torch.fx.Node:
+    """The single-output max_pool2d of the pool whose indices are unused. torch 2.4's export still records it as
+    max_pool2d_with_indices + getitem 0; there it is fused here as upstream's fusion does it (same arguments, the
+    replaced node's metadata)."""
+    for node in gm.graph.nodes:
+        if node.target is torch.ops.aten.max_pool2d.default:
+            return node
+    for node in gm.graph.nodes:
+        if node.target is torch.ops.aten.max_pool2d_with_indices.default and all(
+            user.target is operator.getitem and user.args[1] == 0 for user in node.users
+        ):
+            with gm.graph.inserting_after(node):
+                fused = gm.graph.call_function(torch.ops.aten.max_pool2d.default, node.args, node.kwargs)
+            fused.meta = dict(node.meta)
+            for user in list(node.users):
+                user.replace_all_uses_with(fused)
+                gm.graph.erase_node(user)
+            gm.graph.erase_node(node)
+            gm.recompile()
+            return fused
+    raise LookupError("the embedded model has no max pool whose indices are unused")
+
+
 def _tuple_partition_inputs(say) -> List[Check]:
     from trt_compat.patches.tuple_partition_inputs import boundary_problems, remember_partition, repair_submodule_inputs
 
@@ -142,9 +166,9 @@ def _tuple_partition_inputs(say) -> List[Check]:
     say("   (values, indices) val of the node it replaced; when that pool ends a PyTorch block, the next TensorRT")
     say("   block's input is described by that tuple and construct_submodule_inputs aborts (#3185).")
     stale = exported_graph()
-    fused = next(n for n in stale.graph.nodes if n.target is torch.ops.aten.max_pool2d.default)
+    fused = _fused_pool(stale)
     # What that fusion leaves on the single-output max_pool2d: the (values, indices) val of max_pool2d_with_indices.
-    values = fused.meta["val"]
+    values = fused.meta["val"][0] if isinstance(fused.meta["val"], tuple) else fused.meta["val"]
     fused.meta["val"] = (values, values.new_empty(values.shape, dtype=torch.int64))
     partitions, seen_fused = {}, False
     for node in stale.graph.nodes:

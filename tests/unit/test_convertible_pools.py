@@ -20,6 +20,7 @@ the emitted nodes against the real registries.
 
 import logging
 import math
+import operator
 
 import pytest
 import torch
@@ -107,7 +108,18 @@ def targets(gm):
 
 def assert_converted(gm):
     assert set(targets(gm)) <= CONVERTIBLE | {NEIGHBOUR}, gm.graph
-    assert all(cp.validators_of_every_release(node) and not node.kwargs for node in call_nodes(gm)), gm.graph
+    # Keywords only for a clone's memory format (which a TensorRT engine, having no layout, may ignore).
+    assert all(
+        cp.validators_of_every_release(node) and (not node.kwargs or set(node.kwargs) == {"memory_format"})
+        for node in call_nodes(gm)
+    ), gm.graph
+
+
+def assert_same_layout(got, want):
+    """The replacement's output has the pool's strides (a dimension of size 1 has no stride that matters): an op
+    after it that runs in PyTorch may have been chosen for that layout."""
+    for a, b in zip(got if isinstance(got, (tuple, list)) else (got,), want if isinstance(want, tuple) else (want,)):
+        assert all(n == 1 or s == t for n, s, t in zip(b.shape, a.stride(), b.stride())), (a.stride(), b.stride())
 
 
 def check_against_aten(op, args, x):
@@ -115,6 +127,7 @@ def check_against_aten(op, args, x):
     gm = rewritten(pool_graph(op, args, x), x)
     assert_converted(gm)
     assert_bit_identical(gm(x), expected)
+    assert_same_layout(gm(x), expected)
     return gm
 
 
@@ -234,6 +247,26 @@ def test_dilated_max_pool_becomes_phases_in_the_channel_dim():
         MAX_POOL[2],
         aten.slice.Tensor,
     }
+
+
+def test_dilated_pool_output_is_contiguous_like_the_pools_so_flash_attention_after_it_is_right():
+    """gen-0-0024 of the differential campaign, reduced: the dilated pool's replacement ends with strided slices;
+    AOT tracing had chosen the CPU flash-attention kernel for the pool's contiguous output, which runs in PyTorch
+    after the engine and computes wrong numbers on a strided query (off by 0.5 on 2.4.0 and 2.5.0 in dryrun)."""
+    graph = torch.fx.Graph()
+    x = graph.placeholder("x")
+    pooled = graph.call_function(
+        MAX_POOL[2], (graph.call_function(NEIGHBOUR, (x,)), [3, 3], [3, 3], [1, 1], [2, 2], True)
+    )
+    attention = graph.call_function(aten._scaled_dot_product_flash_attention_for_cpu.default, (pooled, pooled, pooled))
+    graph.output(graph.call_function(operator.getitem, (attention, 0)))
+    gm = torch.fx.GraphModule(torch.nn.Module(), graph)
+    x = torch.randn(1, 5, 5, 7)
+    FakeTensorProp(gm, FakeTensorMode()).propagate(x)
+    expected = gm(x)
+    cp.make_pools_convertible(gm)
+    assert torch.equal(gm(x), expected)
+    assert aten.clone.default in targets(gm)[1:]  # after the replacement (the first clone is the neighbour)
 
 
 def test_unbatched_and_channels_last_inputs():

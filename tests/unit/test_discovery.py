@@ -3,6 +3,7 @@ other patch still applies. No Torch-TensorRT: a fake installed version, and a sc
 (added to ``trt_compat.patches``) holding the broken ones next to a good toy patch.
 """
 
+import sys
 import textwrap
 import types
 
@@ -67,6 +68,11 @@ def scratch_patches(tmp_path, monkeypatch):
         "tensorrt": None,
     }
     monkeypatch.setattr(_detect, "installed_versions", lambda: dict(versions))
+    # The real patches find no target, whatever this venv has installed (a release's venv has a torch_tensorrt
+    # whose import, without the harness, fails for want of TensorRT's native library).
+    for name in [m for m in sys.modules if m == "torch_tensorrt" or m.startswith("torch_tensorrt.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "torch_tensorrt", None)
     monkeypatch.delenv("TRT_COMPAT_STRICT", raising=False)
     monkeypatch.delenv("TRT_COMPAT_DISABLE", raising=False)
     yield
