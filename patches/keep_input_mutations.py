@@ -400,10 +400,26 @@ def return_updated_inputs(gm: GraphModule, mutations: Sequence[Mutation]) -> Tup
         attributes.append(_resolve(gm, target))
         extra.append(placeholder)
     graph.output(type(results)(itertools.chain(results, extra)))
+    _drop_detach(graph)
     graph.lint()
     rewritten = GraphModule(gm, graph)
     rewritten.meta = dict(getattr(gm, "meta", {}))
     return rewritten, WriteBack(len(results), positions, tuple(attributes))
+
+
+def _drop_detach(graph: torch.fx.Graph) -> None:
+    """Replace every ``detach`` by its input, as upstream's ``remove_detach`` means to.
+
+    Upstream's pass edits the graph without recompiling the module (2.3.0 to 2.14.0), so AOT tracing still runs the
+    old code: ``y = x.detach(); y.add_(1)`` is traced as an ``alias`` of the cloned input, which functionalization
+    refuses once that input is also an output ("View operation returned a tensor that is the same as the input
+    base tensor": the differential campaign's gen-0-0078 on 2.3.0, 2.4.0, 2.5.0 and 2.7.0; torch 2.14 traces it).
+    Without autograd a detach is the tensor itself, so writing through it writes the input, as in eager.
+    """
+    for node in list(graph.nodes):
+        if (node.op == "call_method" and node.target == "detach") or node.target is torch.ops.aten.detach.default:
+            node.replace_all_uses_with(node.args[0])
+            graph.erase_node(node)
 
 
 def write_back(compiled: Callable, plan: WriteBack) -> Callable:

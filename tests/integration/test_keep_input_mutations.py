@@ -416,6 +416,24 @@ def test_kv_cache_keeps_every_row(shim, backend_runs_here, constants_on_cpu, fre
     assert torch.equal(model.cache, torch.stack(rows)) and torch.equal(output, torch.stack(rows).sum(0))
 
 
+class AddThroughDetach(nn.Module):
+    """gen-0-0078 of the differential campaign, reduced: an input updated through its detached alias."""
+
+    def forward(self, x):
+        y = x.detach()
+        x = x * 0.5
+        y.add_(0.25)
+        return x + y
+
+
+def test_update_through_a_detached_alias_is_kept(shim, backend_runs_here, constants_on_cpu, fresh_dynamo, produced):
+    """Upstream's remove_detach does not recompile the module, so AOT tracing would still see the detach; with the
+    updated input returned as an output, functionalization then refuses the trace."""
+    case = Case(AddThroughDetach, lambda i: (torch.arange(6.0).view(2, 3) - i,))
+    assert compare_calls(case, torch_compile) == []
+    assert produced, "torch_tensorrt's compile_module did not run"
+
+
 def test_batch_norm_training_without_trt_compat(upstream, expect, backend_runs_here, constants_on_cpu, fresh_dynamo):
     case = Case(lambda: BatchNormTraining().train(), lambda i: (torch.arange(24.0).view(8, 3) / (i + 1),))
     if expect.batch_norm_fails is not None:
