@@ -524,7 +524,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("torch.__trace").propagate = False
     probe, versions = prepare()
-    cases = select([word.strip() for word in args.models.split(",") if word.strip()], args.generated, args.seed)
+    chosen = [word.strip() for word in args.models.split(",") if word.strip()]
+    cases = select(chosen, args.generated, args.seed)
+    whole_parts = {_part(family) for family in (FAMILIES if "all" in chosen else chosen) if family in FAMILIES}
     release = ".".join(map(str, probe.release))
     path = args.out / f"{release}.json"
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -554,6 +556,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(json.dumps(record, indent=1), flush=True)
         sys.stdout.flush()
         for part, total in spent.items():
+            if part not in whole_parts:
+                continue  # single models measured again: the part's count and time stay those of its full run
             data["parts"][part] = {"models": counted[part], "seconds": round(total, 1)}
             if part == "generated":
                 data["parts"][part].update(count=args.generated, seed=args.seed)

@@ -150,23 +150,40 @@ TRIAGE: Tuple[Rule, ...] = (
         patch="keep_input_mutations",
         first="2.2.0",
         fixed="2.5.0",
-        error=r"mutating a non-functional tensor with a functional tensor|n=copy_, n\.args\[0\]=clone",
+        error=(
+            r"mutating a non-functional tensor with a functional tensor"
+            r"|n=copy_, n\.args\[0\]=(clone|_tensor_constant)"
+        ),
         reason=(
             "torch 2.4 and older keep buffers as get_attr nodes: AOT tracing fails on their in-place update instead "
             "(the graph falls back to PyTorch, or with pass_through_build_failures does not compile)"
         ),
     ),
     Rule(
+        key="buffer_mutation_fails_aot_bare",
+        status="failed",
+        patch="keep_input_mutations",
+        first="2.3.0",
+        fixed="2.4.0",
+        models="step_counter",
+        error=r"^AssertionError: ?$",
+        reason=(
+            "as buffer_mutation_fails_aot: on torch 2.3 the same refusal of an in-place buffer update is an "
+            "AssertionError without a message (assert_functional_graph: copy_ into a non-input)"
+        ),
+    ),
+    Rule(
         key="attention_mask_copy_fails_aot",
         status="failed",
-        first="2.4.0",
+        first="2.3.0",
         fixed="2.5.0",
-        error=r"n=copy_, n\.args\[0\]=full_like",
-        note=r"sdpa\(",
+        error=r"n=copy_, n\.args\[0\]=full_like|^AssertionError: ?$",
+        note=r"sdpa\([^)]*(mask|is_causal)",
         reason=(
-            "scaled_dot_product_attention with is_causal or a mask: on torch 2.4 its CPU decomposition fills a "
-            "full_like mask in place, which aot_export_joint_simple refuses (AssertionError n=copy_): the compile "
-            "fails loudly, and by default falls back to PyTorch. Not a wrong number"
+            "scaled_dot_product_attention with is_causal or a mask: on torch 2.3 and 2.4 its CPU decomposition fills "
+            "a full_like mask in place, which aot_export_joint_simple refuses (assert_functional_graph: copy_ into "
+            "a non-input; an AssertionError without a message on 2.3, 'n=copy_' on 2.4): the compile fails loudly, "
+            "and by default falls back to PyTorch. Not a wrong number"
         ),
     ),
     Rule(
@@ -246,8 +263,46 @@ TRIAGE: Tuple[Rule, ...] = (
         patch="tuple_partition_inputs",
         first="2.2.0",
         fixed="2.5.0",
-        error=r"The meta val for input node max_pool2d.* is of type : <class 'tuple'>|meta val for input node",
-        reason="#3185: a fused max_pool2d carries a tuple (or no) val into construct_submodule_inputs",
+        error=(
+            r"The meta val for input node max_pool2d.* is of type : <class 'tuple'>|meta val for input node"
+            r"|Input max_pool2d\w* does not contain metadata"
+        ),
+        reason=(
+            "#3185: a fused max_pool2d carries a tuple (or, on 2.3, no) val into construct_submodule_inputs, which "
+            "aborts the compile"
+        ),
+    ),
+    Rule(
+        key="scatter_layout_reproducer",
+        status="mismatch",
+        patch="keep_scatter_layout",
+        first="2.4.0",
+        fixed="2.14.0",
+        models="scatter_then_contiguous",
+        first_pass="aot_export_joint_simple",
+        reason="keep_scatter_layout's own reproducer: the defect of select_scatter_layout, reduced",
+    ),
+    Rule(
+        key="empty_strided_dtype",
+        status="mismatch",
+        patch="keep_empty_strided_dtype",
+        first="2.4.0",
+        models="wrapping_counts",
+        first_pass="aot_export_joint_simple",
+        reason=(
+            "keep_empty_strided_dtype's reproducer: Torch-TensorRT's empty_strided decomposition (2.4.0 and newer) "
+            "makes a float32 tensor whatever dtype was asked for, so uint8 250 + 10 gives 260 instead of 4"
+        ),
+    ),
+    Rule(
+        key="causal_mask_reproducer",
+        status="mismatch",
+        patch="keep_empty_strided_dtype",
+        first="2.4.0",
+        fixed="2.5.0",
+        models="causal_attention",
+        first_pass="aot_export_joint_simple",
+        reason="keep_empty_strided_dtype's causal-attention reproducer: the defect of causal_sdpa_mask_decomposition",
     ),
 )
 
