@@ -543,6 +543,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         except Exception as exc:  # the campaign's own failure on one model must not lose the others
             traceback.print_exc()
             record = {"family": case.family, "status": "not run", "reason": f"campaign error: {_error(exc)}"}
+        record["commit"] = data["commit"]  # a model measured again later carries its own commit
         part = _part(case.family)
         spent[part] = spent.get(part, 0.0) + time.perf_counter() - started
         counted[part] = counted.get(part, 0) + 1
