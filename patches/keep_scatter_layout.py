@@ -35,6 +35,8 @@ clone of the input would have. Otherwise it is laid out again: permuted into the
 copied contiguous, permuted back (same values, eager's strides; a permute and a copy more in the graph, only for
 non-contiguous inputs). Left to upstream: inputs with symbolic sizes or strides (dynamic shapes), whose layout cannot
 be compared without guarding on the sizes, and inputs with gaps (not dense), which a permuted copy cannot reproduce.
+A ``slice_scatter`` called without ``dim`` (torch 2.8's export path does so for a whole-tensor scatter) gets the
+schema's default, 0, which upstream's decomposition does not have.
 """
 
 from typing import Any, Callable, List, Optional, Sequence
@@ -94,6 +96,10 @@ def _same_layout(tensor: torch.Tensor, strides: Sequence[int]) -> bool:
 
 def _keeping_layout(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:
     input_tensor = args[0] if args else kwargs.get("self", kwargs.get("input_tensor"))
+    if len(args) == 2 and "dim" not in kwargs:
+        # aten.slice_scatter's schema defaults dim to 0, and torch 2.8's export passes it that way; upstream's
+        # decomposition requires it (TypeError: missing 1 required positional argument: 'dim').
+        kwargs = {**kwargs, "dim": 0}
     result = wrapped(*args, **kwargs)
     if not isinstance(input_tensor, torch.Tensor):
         return result

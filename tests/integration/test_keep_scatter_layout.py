@@ -197,8 +197,19 @@ def exported_difference(name):
 EXPORT_PATH_AFFECTED_FROM = (2, 6, 0)
 
 
+# torch 2.8's export calls slice_scatter(x, src) for a whole-tensor row update, without the dim upstream's
+# decomposition requires: the export path fails there (the patch passes the schema's default).
+EXPORT_PATH_MISSING_DIM = {("2.8.0", "row")}
+
+
 @pytest.mark.parametrize("name", list(MODELS))
-def test_export_path_has_the_defect_without_trt_compat(name, upstream, decomposes, release, constants_on_cpu):
+def test_export_path_has_the_defect_without_trt_compat(
+    name, upstream, decomposes, release, release_row, constants_on_cpu
+):
+    if (release_row.line, name) in EXPORT_PATH_MISSING_DIM:
+        with pytest.raises(TypeError, match="missing 1 required positional argument: 'dim'"):
+            exported_difference(name)
+        return
     difference = exported_difference(name)
     assert (difference is not None) == (decomposes and release >= EXPORT_PATH_AFFECTED_FROM), difference
 

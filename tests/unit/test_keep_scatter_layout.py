@@ -146,3 +146,15 @@ def test_the_fix_adds_a_copy_only_where_the_layout_differs():
 
     untouched = traced(contiguous_row_update, keeping_layout, contiguous)
     assert not any(node.target is aten.permute.default for node in untouched.graph.nodes)
+
+
+def test_a_call_without_dim_gets_the_schemas_default():
+    """torch 2.8's export calls slice_scatter(x, src) for a whole-tensor update; upstream's decomposition has no
+    default for dim (the schema's is 0)."""
+
+    def requires_dim(input_tensor, src, dim, start=None, end=None, step=1):
+        return scatter_decomposition(input_tensor, src, dim, start, end, step)
+
+    x, src = torch.randn(3, 4).t(), torch.randn(4, 3)
+    out = ksl._keeping_layout(requires_dim, None, (x, src), {})
+    assert torch.equal(out, torch.slice_scatter(x, src)) and out.stride() == x.stride()
