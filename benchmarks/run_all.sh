@@ -17,5 +17,6 @@ TT25=.venvs/tt-2.5.0/bin/python
 "$TT25" -m benchmarks.bench_passes --only partition --repeats 4 --out passes-partition
 "$TT25" -m benchmarks.bench_compile --pairs 30
 .venvs/tt-2.14.0/bin/python -m benchmarks.bench_compile --pairs 30
+.venvs/tt-2.14.0/bin/python -m benchmarks.bench_audit --processes 4 --compiles 2 --models resnet18
 .venvs/plot/bin/python -m benchmarks.plot_scaling benchmarks/results/passes-{view,view-work,pooling,partition}.json
 python3 -m benchmarks.report

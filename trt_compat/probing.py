@@ -12,7 +12,9 @@ sample runs on 2.2), and whether there is a GPU to build real engines on:
   (their constant folding calls ``.cuda()`` on folded constants, their compile moves sample inputs to the target
   device, and dryrun runs each block once on ``cuda:0`` to learn its output shapes), and from 2.5 the
   decompositions of empty tensors put them on ``cuda:0``; without a GPU, for the duration of the compile only,
-  those stay on the CPU.
+  those stay on the CPU. 2.10.0's dryrun calls an engine module's ``set_output_tensors_as_unowned`` on blocks that
+  are still GraphModules (no engine is built); for the compile's duration a GraphModule accepts that call and does
+  nothing, as there is no engine whose output buffers could be lent.
 
 Imports torch and torch_tensorrt when used, never at import.
 """
@@ -132,11 +134,19 @@ class Probe:
         for owner in (compiler, decompositions):
             if hasattr(owner, "to_torch_device"):
                 owner.to_torch_device = lambda *args, **kwargs: torch.device("cpu")
+        # 2.10.0's compile_module tells every block whose output is a graph output not to own its output tensors, a
+        # method of the engine module; in dryrun no engine is built and the block is still a GraphModule.
+        graph_module = torch.fx.GraphModule
+        lends_outputs = "set_output_tensors_as_unowned" not in vars(graph_module)
+        if lends_outputs:
+            graph_module.set_output_tensors_as_unowned = lambda module, enabled: None
         try:
             yield
         finally:
             for owner, name, value in saved:
                 setattr(owner, name, value)
+            if lends_outputs:
+                del graph_module.set_output_tensors_as_unowned
 
     def same(self, actual: Any, expected: Any) -> Optional[str]:
         """None when ``actual`` equals ``expected`` (bit for bit in dryrun, NaN equal to NaN; within 1e-2 on a GPU),
