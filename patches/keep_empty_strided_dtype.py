@@ -33,10 +33,9 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext, TargetChanged
+from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext
+from trt_compat.probing import decomposes
 
-_DECOMPOSITIONS_MODULE = "torch_tensorrt.dynamo.lowering._decompositions"
-_TABLE = "TORCH_TRT_DECOMPOSITIONS"
 _EMPTY_STRIDED = torch.ops.aten.empty_strided.default
 
 
@@ -81,9 +80,7 @@ _OUTPUT_IN_PYTORCH = {"torch_executed_ops": {torch.ops.aten.mul.Tensor}}
 
 
 def _require_decomposition() -> None:
-    import importlib
-
-    if _EMPTY_STRIDED not in getattr(importlib.import_module(_DECOMPOSITIONS_MODULE), _TABLE, {}):
+    if not decomposes(_EMPTY_STRIDED):
         raise NotApplicable("this release does not decompose aten.empty_strided (2.4.0 and newer do)")
 
 
@@ -135,10 +132,4 @@ PATCH = Patch(
 
 
 def apply(ctx: PatchContext) -> None:
-    decompositions = ctx.import_module(_DECOMPOSITIONS_MODULE)
-    table = ctx.require_attr(decompositions, _TABLE, lambda value: isinstance(value, dict))
-    # Replacing the entry changes what AOT tracing uses only if the table is read at every compile.
-    get_decompositions = ctx.require_attr(decompositions, "get_decompositions", callable)
-    if _TABLE not in getattr(getattr(get_decompositions, "__code__", None), "co_names", ()):
-        raise TargetChanged(f"{_DECOMPOSITIONS_MODULE}.get_decompositions no longer reads {_TABLE}")
-    ctx.wrap_item(table, _EMPTY_STRIDED, _keeping_dtype, f"{_DECOMPOSITIONS_MODULE}.{_TABLE}")
+    ctx.wrap_decomposition(_EMPTY_STRIDED, _keeping_dtype)

@@ -43,10 +43,9 @@ from typing import Any, Callable, List, Optional, Sequence
 
 import torch
 
-from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext, TargetChanged
+from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext
+from trt_compat.probing import decomposes
 
-_DECOMPOSITIONS_MODULE = "torch_tensorrt.dynamo.lowering._decompositions"
-_TABLE = "TORCH_TRT_DECOMPOSITIONS"
 _SLICE_SCATTER = torch.ops.aten.slice_scatter.default
 
 
@@ -122,15 +121,8 @@ class ScatterThenContiguous(torch.nn.Module):
         return x * y
 
 
-def _decomposed_here() -> bool:
-    import importlib
-
-    table = getattr(importlib.import_module(_DECOMPOSITIONS_MODULE), _TABLE, {})
-    return _SLICE_SCATTER in table
-
-
 def check_scatter_layout(probe: Any) -> Optional[str]:
-    if not _decomposed_here():
+    if not decomposes(_SLICE_SCATTER):
         raise NotApplicable("this release does not decompose aten.slice_scatter (only 2.4.0-2.13.x do)")
     model, x = ScatterThenContiguous().eval(), torch.linspace(-1.0, 1.0, 504).view(2, 4, 9, 7)
     # The multiplications run in PyTorch, so no TensorRT block feeds the graph's output: 2.10.0's dryrun cannot
@@ -164,10 +156,4 @@ PATCH = Patch(
 
 
 def apply(ctx: PatchContext) -> None:
-    decompositions = ctx.import_module(_DECOMPOSITIONS_MODULE)
-    table = ctx.require_attr(decompositions, _TABLE, lambda value: isinstance(value, dict))
-    # Replacing the entry changes what AOT tracing uses only if the table is read at every compile.
-    get_decompositions = ctx.require_attr(decompositions, "get_decompositions", callable)
-    if _TABLE not in getattr(getattr(get_decompositions, "__code__", None), "co_names", ()):
-        raise TargetChanged(f"{_DECOMPOSITIONS_MODULE}.get_decompositions no longer reads {_TABLE}")
-    ctx.wrap_item(table, _SLICE_SCATTER, _keeping_layout, f"{_DECOMPOSITIONS_MODULE}.{_TABLE}")
+    ctx.wrap_decomposition(_SLICE_SCATTER, _keeping_layout)

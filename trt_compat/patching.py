@@ -205,6 +205,11 @@ class Patch:
         raise KeyError(f"patch {self.name!r} has no option {name!r}")
 
 
+# Where Torch-TensorRT registers its own decompositions (2.2.0 to 2.14.0), read at every compile.
+DECOMPOSITIONS_MODULE = "torch_tensorrt.dynamo.lowering._decompositions"
+DECOMPOSITIONS_TABLE = "TORCH_TRT_DECOMPOSITIONS"
+
+
 # -- recorded changes ---------------------------------------------------------------------------------------------
 
 
@@ -422,6 +427,18 @@ class PatchContext(Changes):
             return importlib.import_module(name)
         except ImportError as exc:
             raise TargetChanged(f"module {name} cannot be imported ({exc})") from exc
+
+    def wrap_decomposition(self, op: Any, wrapper: Callable) -> Callable:
+        """Wrap Torch-TensorRT's own decomposition of ``op`` (its entry in ``TORCH_TRT_DECOMPOSITIONS``, which AOT
+        tracing and the export path use) with :meth:`wrap_item`; TargetChanged when the release has none, or when
+        ``get_decompositions`` no longer reads that table at every compile (a replaced entry would then do nothing).
+        """
+        module = self.import_module(DECOMPOSITIONS_MODULE)
+        table = self.require_attr(module, DECOMPOSITIONS_TABLE, lambda value: isinstance(value, dict))
+        reader = self.require_attr(module, "get_decompositions", callable)
+        if DECOMPOSITIONS_TABLE not in getattr(getattr(reader, "__code__", None), "co_names", ()):
+            raise TargetChanged(f"{DECOMPOSITIONS_MODULE}.get_decompositions no longer reads {DECOMPOSITIONS_TABLE}")
+        return self.wrap_item(table, op, wrapper, f"{DECOMPOSITIONS_MODULE}.{DECOMPOSITIONS_TABLE}")
 
     def require_attr(self, owner: Any, name: str, check: Callable[[Any], bool] = lambda _: True) -> Any:
         value = getattr(owner, name, None)

@@ -307,6 +307,14 @@ def _torch_ops(partitioned: Any) -> List[str]:
     return sorted(ops)
 
 
+def decomposes(op: Any) -> bool:
+    """Whether the installed Torch-TensorRT registers a decomposition of its own for ``op``."""
+    from .patching import DECOMPOSITIONS_MODULE, DECOMPOSITIONS_TABLE
+
+    module = importlib.import_module(DECOMPOSITIONS_MODULE)
+    return op in getattr(module, DECOMPOSITIONS_TABLE, {})
+
+
 def has_module(name: str) -> bool:
     """Whether ``name`` can be imported (without importing it)."""
     try:
