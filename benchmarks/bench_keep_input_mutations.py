@@ -1,24 +1,23 @@
-"""Cost of keep_input_mutations: per call (the copy back), and at compile time (finding the writes).
+"""Cost of keep_input_mutations: per call (the write-back), and at compile time (finding the writes).
 
     .venvs/tt-2.14.0/bin/python -m benchmarks.bench_keep_input_mutations     # writes results/keep-input-mutations.json
-    .venvs/tt-2.14.0/bin/python -m benchmarks.bench_keep_input_mutations --sizes 1000,2000 --cache-kib 1,1024
+    .venvs/tt-2.14.0/bin/python -m benchmarks.bench_keep_input_mutations --cache-mib 4,64 --only kv_step
 
-Four benchmarks, on the CPU (one torch thread), with only this patch of trt_compat's enabled; per-call times are
-taken in alternation (A, B, A, B, ...) and the median kept, since the machine is shared:
+Three benchmarks, on the CPU (one torch thread), with only this patch of trt_compat's enabled; per-call times are
+taken in alternation (A, B, C, A, B, C, ...) and the median kept, since the machine is shared:
 
-* ``write_back``: the wrapper ``write_back`` puts around a compiled graph, alone: a stand-in for the compiled graph
-  returns ready-made outputs (one small output and the updated cache of 1 KiB to 64 MiB), so what is timed is the
-  wrapper: the copy into the caller's cache and the fixed Python cost. A bare ``cache.copy_(value)`` of the same
-  size is the floor.
-* ``kv_step``: a decoder-style cache write (``cache[1] = x; return cache[:2].sum(0)``) compiled by the real
-  backend in dryrun, per call, with and without trt_compat. Both traced graphs compute a whole new cache
-  (``slice_scatter``) every call; without trt_compat it is thrown away (the write is lost), with it it is copied
-  into the buffer.
+* ``kv_step``: a decoder step's KV-cache write, ``cache.index_copy_(0, pos, row)`` of one 16 KiB row into a cache of
+  4, 64 and 256 MiB (float32, 4096 wide), as a buffer of the module and as a tensor the caller passes, compiled by
+  the real backend in dryrun: per call, eager, upstream (which loses the write) and trt_compat; the time, and the
+  peak of what the call allocates through torch (tests/helpers/memory.py: the profiler's memory records). The
+  ``kv_read`` rows do the same with the cache read after the write in the same graph (``cache.sum(0)``), where
+  every AOT-traced backend computes the updated cache functionally inside the graph.
 * ``no_update``: a graph that updates nothing, through the real backend with trt_compat: the backend returns
   upstream's own module (checked by identity), so the cost per call is exactly zero; timed anyway.
-* ``detection``: ``find_mutations`` (one run of the graph on fake tensors) on real Dynamo graphs of about 1k-10k
-  nodes, with and without a buffer update, and ``return_updated_inputs`` where there is one; next to it, the
-  clones and ``aot_export_joint_simple`` trace that upstream's backend runs on the same graph anyway.
+* ``detection``: on real Dynamo graphs of about 1k-10k nodes, with and without a buffer update: the pre-filter
+  (``may_write_an_input``, from the graph alone), and, where it lets the graph through, ``find_mutations`` (the
+  fake run of the nodes that can write or share an input's memory); next to it, the clones and
+  ``aot_export_joint_simple`` trace that upstream's backend runs on the same graph anyway.
 """
 
 from __future__ import annotations
@@ -45,9 +44,10 @@ import torch_tensorrt  # noqa: E402,F401
 from torch._functorch.aot_autograd import aot_export_joint_simple  # noqa: E402
 from torch._guards import detect_fake_mode  # noqa: E402
 from torch_tensorrt.dynamo.backend import backends  # noqa: E402
-from trt_compat.patches.keep_input_mutations import WriteBack, find_mutations, return_updated_inputs, write_back  # noqa: E402
+from trt_compat.patches.keep_input_mutations import find_mutations, may_write_an_input  # noqa: E402
 
 import trt_compat  # noqa: E402
+from tests.helpers.memory import peak_bytes  # noqa: E402
 
 # Importing trt_compat after torch_tensorrt applies its patches at once; each benchmark applies them where it says.
 trt_compat.revert()
@@ -87,95 +87,99 @@ def paired_us(functions, args, seconds=0.05, rounds=15):
     return [round(_common.median(t), 2) for t in times]
 
 
-# ------------------------------------------------------------------------------------------------- write_back
-
-
-def bench_write_back(cache_kib):
-    rows = []
-    for kib in cache_kib:
-        cache = torch.zeros(kib * 256)  # float32: 256 per KiB
-        updated = torch.randn(kib * 256)
-        outputs = [torch.randn(8), updated]
-
-        def compiled(*args):
-            return outputs
-
-        wrapped = write_back(compiled, WriteBack(user_outputs=1, input_positions=(0,), attributes=()))
-
-        def bare_copy(target):
-            target.copy_(updated)
-
-        alone, with_write_back, copy_only = paired_us([compiled, wrapped, bare_copy], (cache,))
-        row = {
-            "cache_kib": kib,
-            "compiled_alone_us": alone,
-            "with_write_back_us": with_write_back,
-            "bare_copy_us": copy_only,
-            "overhead_us": round(with_write_back - alone, 2),
-        }
-        row["overhead_beyond_copy_us"] = round(row["overhead_us"] - copy_only, 2)
-        assert torch.equal(cache, updated)
-        rows.append(row)
-        log(
-            f"  write_back {kib:>6} KiB: +{row['overhead_us']} us per call (bare copy {copy_only} us, "
-            f"the rest {row['overhead_beyond_copy_us']} us)"
-        )
-    return rows
-
-
 # ---------------------------------------------------------------------------------------------------- kv_step
 
+WIDTH = 4096
 
-class KVStep(nn.Module):
-    def __init__(self, rows, width):
+
+# Each side gets its own code objects: Dynamo caches compiled code per code object, and the guards of one side's
+# graph would let another side's calls run it.
+STEP_SOURCE = """
+class CacheBuffer(nn.Module):
+    def __init__(self, rows, read_after_write):
         super().__init__()
-        self.register_buffer("cache", torch.zeros(rows, width))
+        self.register_buffer("cache", torch.zeros(rows, WIDTH))
+        self.read_after_write = read_after_write
 
-    def forward(self, x):
-        self.cache[1] = x
-        return self.cache[:2].sum(0)
-
-
-def compiled_kv_step(kib, with_trt_compat):
-    width = 256
-    rows = max(2, kib * 256 // width)
-    model = KVStep(rows, width)
-    x = torch.randn(width)
-    torch._dynamo.reset()
-    compiled = torch.compile(model, backend="torch_tensorrt", options=OPTIONS, dynamic=False)
-    if with_trt_compat:
-        trt_compat.apply()
-    try:
-        with torch.no_grad():
-            compiled(x)  # compile
-    finally:
-        if with_trt_compat:
-            trt_compat.revert()  # the compiled module keeps what it was compiled with
-    kept = torch.equal(model.cache[1], x)
-    return compiled, x, kept
+    def forward(self, row, pos):
+        self.cache.index_copy_(0, pos, row)
+        return self.cache.sum(0) if self.read_after_write else row * 2
 
 
-def bench_kv_step(cache_kib):
+def cache_argument(read_after_write):
+    def step(cache, row, pos):
+        cache.index_copy_(0, pos, row)
+        return cache.sum(0) if read_after_write else row * 2
+
+    return step
+"""
+
+
+def step_code(side):
+    namespace = {"nn": nn, "torch": torch, "WIDTH": WIDTH}
+    exec(compile(STEP_SOURCE, f"<kv step, {side}>", "exec"), namespace)
+    return namespace["CacheBuffer"], namespace["cache_argument"]
+
+
+def kv_sides(mib, shape, read_after_write):
+    """{side: (callable, arguments, the cache it writes)} for eager, upstream and trt_compat."""
+    rows = mib * 2**20 // (4 * WIDTH)
+    row, pos = torch.randn(1, WIDTH), torch.tensor([rows // 2])
+    sides = {}
+    for side in ("eager", "upstream", "trt_compat"):
+        CacheBuffer, cache_argument = step_code(side)
+        if shape == "buffer":
+            model = CacheBuffer(rows, read_after_write)
+            cache, arguments = model.cache, (row, pos)
+        else:
+            model, cache = cache_argument(read_after_write), torch.zeros(rows, WIDTH)
+            arguments = (cache, row, pos)
+        if side != "eager":
+            model = torch.compile(model, backend="torch_tensorrt", options=OPTIONS, dynamic=False)
+            if side == "trt_compat":
+                trt_compat.apply()
+            try:
+                with torch.no_grad():
+                    model(*arguments)  # compile
+            finally:
+                if side == "trt_compat":
+                    trt_compat.revert()  # the compiled module keeps what it was compiled with
+        sides[side] = (model, arguments, cache)
+    return sides, row
+
+
+def bench_kv_step(cache_mib, read_after_write):
     rows = []
-    for kib in cache_kib:
-        (without, x, kept_without), (with_patch, _, kept_with) = (compiled_kv_step(kib, flag) for flag in (False, True))
-        assert kept_with and not kept_without
-        with torch.no_grad():
-            without_us, with_us = paired_us([without, with_patch], (x,), seconds=0.1, rounds=9)
-        row = {
-            "cache_kib": kib,
-            "without_us": without_us,
-            "with_us": with_us,
-            "overhead_us": round(with_us - without_us, 2),
-            "without_write_kept": kept_without,
-            "with_write_kept": kept_with,
-        }
-        torch._dynamo.reset()
-        rows.append(row)
-        log(
-            f"  kv_step {kib:>6} KiB: without {without_us} us (write lost), with {with_us} us (kept): "
-            f"+{row['overhead_us']} us"
-        )
+    for mib in cache_mib:
+        for shape in ("buffer", "argument"):
+            sides, row = kv_sides(mib, shape, read_after_write)
+            names = list(sides)
+            with torch.no_grad():
+                for model, arguments, cache in sides.values():
+                    cache.zero_()
+                    model(*arguments)
+                kept = {name: bool(torch.equal(sides[name][2][int(sides[name][1][-1])], row[0])) for name in names}
+                calls = [lambda name=name: sides[name][0](*sides[name][1]) for name in names]
+                times = paired_us([lambda call=call: call() for call in calls], (), seconds=0.05, rounds=9)
+                peaks = [min(peak_bytes(call) for _ in range(3)) for call in calls]
+            result = {
+                "cache_mib": mib,
+                "shape": shape,
+                "read_after_write": read_after_write,
+                **{f"{name}_us": t for name, t in zip(names, times)},
+                **{f"{name}_peak_bytes": p for name, p in zip(names, peaks)},
+                **{f"{name}_write_kept": kept[name] for name in names},
+            }
+            assert kept["eager"] and kept["trt_compat"] and not kept["upstream"], kept
+            rows.append(result)
+            torch._dynamo.reset()
+            log(
+                f"  {'kv_read' if read_after_write else 'kv_step'} {mib:>4} MiB {shape:<8}: "
+                + ", ".join(
+                    f"{name} {result[name + '_us']} us / {result[name + '_peak_bytes'] / 2**20:.3f} MiB"
+                    for name in names
+                )
+            )
     return rows
 
 
@@ -278,16 +282,18 @@ def bench_detection(sizes, repeats):
 
             def measure(gm, sample_inputs):
                 row["nodes"] = len(gm.graph.nodes)
+                filtered = [_common.timed(may_write_an_input, gm) for _ in range(repeats)]
+                assert filtered[0].result == updates_buffer
+                row["pre_filter_s"] = _common.median([t.seconds for t in filtered])
+                row["pre_filter_cpu_us_per_node"] = round(
+                    _common.median([t.cpu_seconds for t in filtered]) / row["nodes"] * 1e6, 2
+                )
                 runs = [_common.timed(find_mutations, gm, sample_inputs) for _ in range(repeats)]
                 mutations = runs[0].result
                 assert len(mutations) == int(updates_buffer)
                 row["find_mutations_s"] = _common.median([t.seconds for t in runs])
                 row["find_mutations_cpu_s"] = _common.median([t.cpu_seconds for t in runs])
                 row["find_mutations_cpu_us_per_node"] = round(row["find_mutations_cpu_s"] / row["nodes"] * 1e6, 1)
-                if mutations:
-                    rewrite = _common.timed(return_updated_inputs, gm, mutations)
-                    row["return_updated_inputs_s"] = rewrite.seconds
-                    row["return_updated_inputs_recompile_s"] = rewrite.recompile_s
                 # What upstream's backend does next on every graph anyway: clone the inputs, trace (on a copy).
                 copy = torch.fx.GraphModule(gm, _copy_graph(gm.graph))
                 fake_mode = detect_fake_mode(sample_inputs)
@@ -307,10 +313,10 @@ def bench_detection(sizes, repeats):
             rows.append(row)
             log(
                 f"  detection {row['nodes']:>6} nodes{' + update' if updates_buffer else '         '}: "
+                f"pre-filter {_common.fmt_ms(row['pre_filter_s'])} ms; "
                 f"find_mutations {_common.fmt_ms(row['find_mutations_s'])} ms "
                 f"({row['find_mutations_cpu_us_per_node']} us/node CPU); "
-                + (f"rewrite {_common.fmt_ms(row['return_updated_inputs_s'])} ms; " if updates_buffer else "")
-                + f"upstream's AOT trace {_common.fmt_ms(row['aot_trace_s'])} ms "
+                f"upstream's AOT trace {_common.fmt_ms(row['aot_trace_s'])} ms "
                 f"(detection = {row['detection_share_of_aot_trace_cpu']:.0%} of it, CPU)"
             )
     return rows
@@ -340,12 +346,12 @@ def _copy_graph(graph):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,2000,5000,10000")
-    parser.add_argument("--cache-kib", default="1,16,256,4096,65536")
+    parser.add_argument("--cache-mib", default="4,64,256")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", default="write_back,kv_step,no_update,detection")
+    parser.add_argument("--only", default="kv_step,kv_read,no_update,detection")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
-    cache_kib = [int(s) for s in args.cache_kib.split(",")]
+    cache_mib = [int(s) for s in args.cache_mib.split(",")]
     only = set(args.only.split(","))
     torch.set_num_threads(1)
 
@@ -354,12 +360,12 @@ def main():
         "torch_threads": 1,
         "TRT_COMPAT_DISABLE": os.environ["TRT_COMPAT_DISABLE"],
     }
-    if "write_back" in only:
-        log("write_back")
-        results["write_back"] = bench_write_back(cache_kib)
     if "kv_step" in only:
         log("kv_step")
-        results["kv_step"] = bench_kv_step(cache_kib)
+        results["kv_step"] = bench_kv_step(cache_mib, read_after_write=False)
+    if "kv_read" in only:
+        log("kv_read")
+        results["kv_read"] = bench_kv_step(cache_mib, read_after_write=True)
     if "no_update" in only:
         log("no_update")
         results["no_update"] = bench_no_update()

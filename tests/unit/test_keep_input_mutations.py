@@ -24,6 +24,7 @@ from trt_compat.patches.keep_input_mutations import (
     compile_keeping_mutations,
     describe_target,
     find_mutations,
+    may_write_an_input,
     may_write_in_place,
     return_updated_inputs,
     write_back,
@@ -591,7 +592,8 @@ def test_a_written_get_attr_becomes_an_input_and_is_written_back():
     rewritten, plan = return_updated_inputs(gm, mutations)
     assert [n.target for n in rewritten.graph.nodes if n.op == "placeholder"] == ["x", "count"]
     assert not [n for n in rewritten.graph.nodes if n.op == "get_attr"]
-    assert plan.user_outputs == 2 and plan.input_positions == () and plan.attributes[0] is gm.count
+    assert plan.returned_from == 2 and plan.input_positions == () and plan.attributes[0] is gm.count
+    assert plan.copied_attributes == (0,) and plan.replay is None
     # The original graph is untouched: Dynamo calls the compiled graph according to its placeholders.
     assert [n.op for n in gm.graph.nodes].count("get_attr") == 2
 
@@ -627,13 +629,13 @@ def test_the_backend_gets_the_rewritten_graph_and_the_attributes_as_inputs():
 
     def backend(graph_module, sample_inputs, settings):
         received.append((graph_module, list(sample_inputs), settings))
-        return graph_module
+        return clone_only(graph_module, sample_inputs)
 
     run = compile_keeping_mutations(backend, gm, [x], "settings")
     rewritten, sample_inputs, settings = received[0]
     assert settings == "settings" and sample_inputs[0] is x and sample_inputs[1] is gm.count
-    assert run.__wrapped__ is rewritten and rewritten is not gm
-    output, plus_one = run(x)  # the rewritten graph in eager mode: updated in place, then copied onto itself
+    assert rewritten is not gm and [n.op for n in gm.graph.nodes].count("get_attr") == 2
+    output, plus_one = run(x)  # the rewritten graph, on clones as upstream runs it; then the write, replayed
     assert gm.count.item() == 1 and torch.equal(output, x) and plus_one.item() == 1
 
 
@@ -645,7 +647,15 @@ def test_write_back_copies_in_place_and_returns_only_the_original_outputs():
         assert buffer_argument is buffer
         return [x_argument + 10, x_argument + 1, buffer_argument + 2]
 
-    run = write_back(compiled, WriteBack(user_outputs=1, input_positions=(0,), attributes=(buffer,)))
+    plan = WriteBack(
+        outputs=(("compiled", 0),),
+        returned_from=1,
+        replay=None,
+        input_positions=(0,),
+        attributes=(buffer,),
+        copied_attributes=(0,),
+    )
+    run = write_back(compiled, plan)
     outputs = run(x)
     assert isinstance(outputs, list) and len(outputs) == 1 and torch.equal(outputs[0], torch.full((3,), 10.0))
     assert torch.equal(x, torch.ones(3)) and torch.equal(buffer, torch.full((2,), 2.0))
@@ -654,7 +664,15 @@ def test_write_back_copies_in_place_and_returns_only_the_original_outputs():
 
 def test_write_back_under_grad_mode_does_not_record_history():
     x = torch.zeros(3)
-    run = write_back(lambda a: (a * 0 + 5, torch.ones(3, requires_grad=True) * 2), WriteBack(1, (0,), ()))
+    plan = WriteBack(
+        outputs=(("compiled", 0),),
+        returned_from=1,
+        replay=None,
+        input_positions=(0,),
+        attributes=(),
+        copied_attributes=(),
+    )
+    run = write_back(lambda a: (a * 0 + 5, torch.ones(3, requires_grad=True) * 2), plan)
     run(x)
     assert x.grad_fn is None and torch.equal(x, torch.full((3,), 2.0))
 
@@ -689,7 +707,7 @@ def test_an_updated_input_sharing_memory_with_another_input_is_refused():
     error = failed.value.inner_exception
     assert isinstance(error, InputMutationError)
     assert "node 'add_' (aten.add_.Tensor) updates graph input 'L_a_' (L['a'])" in str(error)
-    assert "shares memory with graph input 'L_b_' (L['b'])" in str(error)
+    assert "its memory overlaps that of graph input 'L_b_' (L['b'])" in str(error)
     assert "a .clone() of one of them" in str(error)
 
 
@@ -827,3 +845,251 @@ def test_detection_in_grad_mode_with_parameters():
     _, mutations = capture(LinearIntoCache(), torch.ones(2, 3))
     target, kind = buffer_target("cache")
     assert [(m.target.target, m.target.op) for m in mutations] == [(target, kind)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Replay: the graph's writes run again on the caller's tensors, at the cost of what they write
+
+
+class IndexCopyCache(nn.Module):
+    """A decoder step's KV-cache write, as transformers' StaticCache does it: ``index_copy_`` at a position."""
+
+    def __init__(self, rows: int = 512, width: int = 16):
+        super().__init__()
+        self.register_buffer("cache", torch.zeros(rows, width))
+
+    def forward(self, x, pos):
+        self.cache.index_copy_(0, pos, torch.tanh(x))
+        return x * 2
+
+
+def index_copy_into_argument(cache, x, pos):
+    cache.index_copy_(0, pos, torch.tanh(x))
+    return x * 2
+
+
+def recording(backend: Callable, seen: list) -> Callable:
+    """``backend``, noting each graph it is handed and its outputs' recorded values."""
+
+    def record(gm, sample_inputs, *args, **kwargs):
+        seen.append(gm)
+        return backend(gm, sample_inputs, *args, **kwargs)
+
+    return record
+
+
+def _returned_values(gm: torch.fx.GraphModule) -> list:
+    output = next(node for node in gm.graph.nodes if node.op == "output")
+    return [arg.meta.get("example_value") for arg in output.args[0]]
+
+
+@pytest.mark.parametrize("as_argument", [False, True], ids=["buffer", "argument"])
+def test_a_kv_cache_write_returns_only_the_row_and_keeps_the_cache_exactly(as_argument):
+    seen = []
+    rows = torch.randn(3, 1, 16, generator=torch.Generator().manual_seed(2))
+    if as_argument:
+        case = Case(lambda: nn.Identity(), lambda i: None)
+        cache, expected_cache = torch.zeros(512, 16), torch.zeros(512, 16)
+        compiled = torch.compile(index_copy_into_argument, backend=keeping(recording(clone_and_trace, seen)))
+        for step in range(3):
+            pos = torch.tensor([step * 7])
+            assert_identical(
+                compiled(cache, rows[step], pos), index_copy_into_argument(expected_cache, rows[step], pos), "output"
+            )
+            assert_identical(cache, expected_cache, f"cache after step {step}")
+    else:
+        case = Case(IndexCopyCache, lambda i: (rows[i], torch.tensor([i * 7])))
+        for (expected, expected_state), (actual, actual_state) in run_calls(
+            case, keeping(recording(clone_and_trace, seen))
+        ):
+            assert_identical(actual, expected, "output")
+            assert_identical(actual_state["buffer cache"], expected_state["buffer cache"], "cache")
+    assert len(seen) == 1
+    # What the compiled graph hands back: the user's output and the row the write takes, never the 32 KiB cache.
+    assert [tuple(value.shape) for value in _returned_values(seen[0])] == [(1, 16), (1, 16)]
+
+
+def test_outputs_that_view_an_updated_input_are_views_of_the_callers_tensor():
+    def write_then_view(cache, x):
+        cache[1] = x
+        return cache[:2], x + 1
+
+    cache, expected_cache, x = torch.zeros(4, 3), torch.zeros(4, 3), torch.ones(3)
+    compiled = torch.compile(write_then_view, backend=keeping(clone_and_trace))
+    head, plus_one = compiled(cache, x)
+    expected_head, expected_plus_one = write_then_view(expected_cache, x)
+    assert_identical((head, plus_one), (expected_head, expected_plus_one), "outputs")
+    assert head.data_ptr() == cache.data_ptr() and head._base is cache, "eager returns a view of the caller's cache"
+    cache[0] = 5.0
+    assert head[0, 0].item() == 5.0
+
+
+def test_version_counters_advance_once_per_write_as_in_eager():
+    def two_writes(x):
+        x.add_(1)
+        x.mul_(2)
+        return x * 1
+
+    x, expected_x = torch.ones(3), torch.ones(3)
+    compiled = torch.compile(two_writes, backend=keeping(clone_and_trace))
+    for _ in range(2):
+        compiled(x)
+        two_writes(expected_x)
+    assert_identical(x, expected_x, "x")
+    assert x._version == expected_x._version == 4
+
+
+def test_a_write_into_one_row_of_an_expanded_input_is_kept():
+    """``x = base.expand(2, 3); x[0] = y`` is legal in eager (the row does not overlap itself); copying the whole of
+    ``x`` back would not be."""
+
+    def write_row(x, y):
+        x[0] = y
+        return y * 2
+
+    base, expected_base, y = torch.zeros(3), torch.zeros(3), torch.arange(3.0)
+    compiled = torch.compile(write_row, backend=keeping(clone_and_trace), dynamic=False)
+    assert_identical(compiled(base.expand(2, 3), y), write_row(expected_base.expand(2, 3), y), "output")
+    assert_identical(base, expected_base, "the expanded tensor's memory")
+
+
+def test_a_whole_copy_back_into_an_expanded_input_is_refused_at_compile_time():
+    """An ``out=`` write is copied back whole, which a tensor whose elements share memory cannot take."""
+
+    def add_into_first_row(x, y):
+        torch.add(y, 1, out=x[0])
+        return y * 2
+
+    base = torch.zeros(3)
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed) as failed:
+        torch.compile(add_into_first_row, backend=keeping(pytest.fail), dynamic=False)(base.expand(2, 3), torch.ones(3))
+    error = failed.value.inner_exception
+    assert isinstance(error, InputMutationError)
+    assert "several elements share memory" in str(error) and "graph input 'L_x_'" in str(error)
+    assert torch.equal(base, torch.zeros(3)), "nothing is written"
+
+
+def test_a_bad_index_raises_before_anything_is_written():
+    """Eager raises at index_copy_ after add_ has written ``a``; the replay checks every index first, so a failing
+    call leaves every tensor as it was (the graph itself never ran the dead write)."""
+
+    def add_then_write(a, cache, row, pos):
+        a.add_(1)
+        cache.index_copy_(0, pos, row)
+        return row * 2
+
+    a, cache, row = torch.zeros(2), torch.zeros(4, 3), torch.ones(1, 3)
+    compiled = torch.compile(add_then_write, backend=keeping(clone_and_trace), dynamic=False)
+    compiled(a, cache, row, torch.tensor([1]))
+    assert torch.equal(a, torch.ones(2)) and torch.equal(cache[1], torch.ones(3))
+    before = cache.clone()
+    with pytest.raises(IndexError):
+        compiled(a, cache, row * 5, torch.tensor([9]))
+    assert torch.equal(a, torch.ones(2)) and torch.equal(cache, before), "a failed call writes nothing"
+
+
+def test_views_of_one_buffer_that_do_not_overlap_are_kept():
+    """``k = base[0]``, ``v = base[1]``: one storage, disjoint memory; each update is its own."""
+
+    def write_k_and_v(k, v, x):
+        k[1] = x
+        v[2] = x * 2
+        return k.sum(0) + v.sum(0)
+
+    base, expected_base, x = torch.zeros(2, 4, 3), torch.zeros(2, 4, 3), torch.arange(3.0)
+    compiled = torch.compile(write_k_and_v, backend=keeping(clone_and_trace), dynamic=False)
+    for _ in range(2):
+        assert_identical(compiled(base[0], base[1], x), write_k_and_v(expected_base[0], expected_base[1], x), "output")
+        assert_identical(base, expected_base, "base")
+
+
+def test_autograd_sees_a_replayed_update_as_in_eager():
+    """``x = leaf * 2; f(x)`` where ``f`` does ``x.mul_(3)``: the replay runs ``mul_`` on the caller's ``x`` with grad
+    mode as in eager, so the gradient is eager's (72), not 24 (a copy under no_grad) or 8 (the update lost)."""
+
+    def triple(x):
+        x.mul_(3)
+        return x + 0
+
+    def gradient(function):
+        leaf = torch.ones((), requires_grad=True)
+        x = leaf * 2
+        function(x)
+        (x * x).sum().backward()
+        return leaf.grad
+
+    compiled = torch.compile(triple, backend=keeping(clone_and_trace), dynamic=False)
+    assert gradient(triple).item() == 72.0
+    assert gradient(compiled).item() == 72.0
+
+
+def test_an_update_with_history_into_a_tensor_requiring_grad_is_refused():
+    """The value written comes from the compiled graph, which has no autograd history: refused, not wrong."""
+
+    def add_product(x, w):
+        x.add_(w * 3)
+        return x + 0
+
+    leaf, w = torch.ones((), requires_grad=True), torch.ones((), requires_grad=True)
+    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed) as failed:
+        torch.compile(add_product, backend=keeping(pytest.fail), dynamic=False)(leaf * 2, w)
+    error = failed.value.inner_exception
+    assert isinstance(error, InputMutationError)
+    assert "graph input 'L_x_'" in str(error) and "requires grad" in str(error) and "torch.no_grad()" in str(error)
+    with torch.no_grad():
+        x = torch.ones(())
+        torch.compile(add_product, backend=keeping(clone_and_trace), dynamic=False)(x, w)
+    assert x.item() == 4.0, "under no_grad the same update is kept"
+
+
+def test_a_call_module_batch_norm_is_run_on_fake_state_only():
+    """torch 2.2-2.4 (and inline_inbuilt_nn_modules=False on 2.5) keep BatchNorm as a call_module node: finding the
+    writes must not count a batch on its real buffers (torch.fx.symbolic_trace keeps it as one here too)."""
+    model = BatchNormTraining().train()
+    gm = torch.fx.symbolic_trace(model)
+    assert any(node.op == "call_module" for node in gm.graph.nodes)
+    versions = [buffer._version for buffer in model.buffers()]
+    assert find_mutations(gm, [torch.randn(4, 3)]) == []
+    assert [buffer._version for buffer in model.buffers()] == versions
+    assert model.bn.num_batches_tracked.item() == 0 and torch.equal(model.bn.running_mean, torch.zeros(3))
+
+
+def test_graphs_whose_writes_cannot_reach_an_input_are_not_run_at_all(monkeypatch):
+    """The pre-filter: in-place ops on the graph's own intermediates (ResNet's ReLU(inplace=True)) need no fake run."""
+    from trt_compat.patches import keep_input_mutations
+
+    class ConvReluInPlace(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            y = F.relu(self.conv(x), inplace=True)
+            y += 1
+            return F.dropout(y, 0.5, training=False).flatten(1)
+
+    monkeypatch.setattr(keep_input_mutations, "_run_on_fakes", pytest.fail)
+    compiled_graph = object()
+    _, result = capture(
+        ConvReluInPlace().eval(),
+        torch.randn(1, 3, 8, 8),
+        inspect=lambda gm, inputs: compile_keeping_mutations(lambda g, i: compiled_graph, gm, inputs),
+    )
+    assert result is compiled_graph
+
+
+def test_the_pre_filter_lets_every_write_into_an_input_through():
+    for name, case in CASES.items():
+        model = case.model()
+        _, possible = capture(model, *case.arguments(0), inspect=lambda gm, inputs: may_write_an_input(gm))
+        assert possible, name
+
+
+def test_a_backend_running_the_rewritten_graph_on_the_callers_tensors_gets_the_original_graph():
+    """Were upstream to fall back to the graph before inserting its clones, the graph itself writes the caller's
+    tensors: it then runs as is, never written twice."""
+    x, expected_x = torch.ones(3), torch.ones(3)
+    compiled = torch.compile(AddToInput(), backend=keeping(lambda gm, inputs: gm), dynamic=False)
+    for _ in range(2):
+        assert_identical(compiled(x), AddToInput()(expected_x), "output")
+    assert_identical(x, expected_x, "x")

@@ -1,0 +1,165 @@
+"""Compiling leaves a module's buffers as they were: no batch counted at compile time.
+
+Not reported upstream yet. The ``torch.compile`` backend traces the Dynamo graph with ``aot_export_joint_simple``
+inside the graph's fake mode with ``allow_non_fake_inputs=True``. A module Dynamo keeps as a ``call_module`` node
+(torch 2.2-2.4 do so for every built-in ``torch.nn`` module; torch 2.5 when ``torch._dynamo.config.
+inline_inbuilt_nn_modules`` is False) runs its Python ``forward`` during that trace on its *real* parameters and
+buffers, and an in-place op whose operands are all real runs for real under such a fake mode: ``BatchNorm``'s
+``self.num_batches_tracked.add_(1)`` in training mode counts one batch at every compile. The trace then fails on the
+running-mean update (functionalization refuses a real tensor written with a fake one), the backend runs the graph
+in PyTorch, and that run counts the call's batch again. Measured with ``options={"dryrun": True}`` on the CPU
+(``BatchNorm1d`` in training mode, one call): eager 1, upstream 2 on 2.4.0 and on 2.5.0 with the flag; after four
+recompiles 4 against 8. Whatever else reads the counter (momentum-free running averages, ``momentum=None``) is off
+too. No error.
+
+Reproducer for an upstream report (2.4.0)::
+
+    import torch, torch_tensorrt
+
+    model = torch.nn.Sequential(torch.nn.BatchNorm1d(3)).cuda().train()
+    compiled = torch.compile(model, backend="torch_tensorrt", options={"min_block_size": 1})
+    compiled(torch.randn(8, 3, device="cuda"))
+    print(model[0].num_batches_tracked.item())   # 2; eager: 1
+
+Here every buffer of a module in training mode that a ``call_module`` node runs is saved before the backend
+compiles and its contents put back afterwards, whether the compile succeeded or not, without advancing the
+buffer's version counter further (the counter itself cannot be wound back: it says the tensor was written once).
+A graph without such a node costs one look at its nodes. The rest of the backend is unchanged: the graph still
+runs in PyTorch where upstream's trace fails, and that run updates the buffers as eager does.
+"""
+
+import contextlib
+import inspect
+from typing import Any, Callable, Iterator, List, Optional, Tuple
+
+import torch
+from torch.fx import GraphModule
+
+from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext, TargetChanged
+
+_BACKENDS_MODULE = "torch_tensorrt.dynamo.backend.backends"
+
+
+def module_state_at_risk(gm: GraphModule) -> List[torch.Tensor]:
+    """The buffers of every module in training mode that a ``call_module`` node of ``gm`` runs (each once)."""
+    buffers, seen = [], set()
+    for node in gm.graph.nodes:
+        if node.op != "call_module":
+            continue
+        for module in gm.get_submodule(node.target).modules():
+            if not module.training:
+                continue
+            for buffer in module.buffers(recurse=False):
+                if id(buffer) not in seen:
+                    seen.add(id(buffer))
+                    buffers.append(buffer)
+    return buffers
+
+
+@contextlib.contextmanager
+def contents_kept(buffers: List[torch.Tensor]) -> Iterator[None]:
+    """Put back the contents ``buffers`` have on entry when the block exits (however it exits)."""
+    saved = [buffer.detach().clone() for buffer in buffers]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, contents in zip(buffers, saved):
+                # .data: a view with a version counter of its own, so restoring is not one more write to count.
+                buffer.data.copy_(contents)
+
+
+def compile_keeping_module_state(backend: Callable, gm: GraphModule, *args: Any, **kwargs: Any) -> Any:
+    """``backend(gm, *args, **kwargs)``, after which the buffers of ``gm``'s training-mode modules are as before."""
+    buffers = module_state_at_risk(gm)
+    if not buffers:
+        return backend(gm, *args, **kwargs)
+    with contents_kept(buffers):
+        return backend(gm, *args, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The declared defect: the reproducer the compatibility matrix and `python -m trt_compat verify` run.
+
+
+class BatchNormTraining(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.bn(x) * 1
+
+
+def _dynamo_keeps_modules() -> Any:
+    """Dynamo's setting that keeps built-in modules as ``call_module`` nodes, where this torch has one."""
+    config = torch._dynamo.config
+    if not hasattr(config, "inline_inbuilt_nn_modules"):
+        return contextlib.nullcontext()  # torch 2.2-2.3: they always are
+    return config.patch(inline_inbuilt_nn_modules=False)
+
+
+def _kept_as_module(model: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether this torch's Dynamo hands the backend ``model``'s BatchNorm as a ``call_module`` node."""
+    found = []
+
+    def capture(gm: GraphModule, sample_inputs: Any) -> Callable:
+        found.append(any(node.op == "call_module" for node in gm.graph.nodes))
+        return gm.forward
+
+    torch._dynamo.reset()
+    with torch.no_grad():
+        torch.compile(model, backend=capture)(x)
+    torch._dynamo.reset()
+    return any(found)
+
+
+def check_batch_counted_at_compile(probe: Any) -> Optional[str]:
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    with _dynamo_keeps_modules():
+        if not _kept_as_module(BatchNormTraining().train(), x):
+            raise NotApplicable(f"torch {torch.__version__.split('+')[0]}'s Dynamo never keeps BatchNorm as a module")
+        model = BatchNormTraining().train()
+        try:
+            probe.compile(model, x)
+            calls = 1
+        except Exception:  # noqa: BLE001 -- 2.2-2.4: the trace fails on the running-mean update; what it left counts
+            calls = 0
+    counted = model.bn.num_batches_tracked.item()
+    return None if counted == calls else f"num_batches_tracked is {counted} after {calls} call(s) (eager: {calls})"
+
+
+PATCH = Patch(
+    name="keep_module_state_at_compile",
+    title="compiling leaves a module's buffers as they were (no batch counted at compile time)",
+    issue=None,
+    first_affected="2.2.0",
+    fixed_in=None,
+    why=(
+        "The torch.compile backend traces with aot_export_joint_simple in a fake mode that accepts real tensors; a "
+        "module Dynamo keeps as a call_module node (torch 2.2-2.4 always, torch 2.5 with "
+        "inline_inbuilt_nn_modules=False) runs on its real buffers during that trace, so a training-mode "
+        "BatchNorm counts one extra batch (num_batches_tracked) at every compile. Wrong state, no error."
+    ),
+    defects=(
+        Defect(
+            key="batch_counted_at_compile",
+            title="a training-mode BatchNorm counts a batch each time it is compiled",
+            check=check_batch_counted_at_compile,
+        ),
+    ),
+)
+
+
+def _keeping_module_state(wrapped: Callable, instance: Any, args: Tuple[Any, ...], kwargs: dict) -> Any:
+    kwargs = dict(kwargs)
+    gm = args[0] if args else kwargs.pop("gm")
+    return compile_keeping_module_state(wrapped, gm, *args[1:], **kwargs)
+
+
+def apply(ctx: PatchContext) -> None:
+    backends = ctx.import_module(_BACKENDS_MODULE)
+    pretraced = ctx.require_attr(backends, "_pretraced_backend", callable)
+    if list(inspect.signature(inspect.unwrap(pretraced)).parameters)[:1] != ["gm"]:
+        raise TargetChanged(f"{_BACKENDS_MODULE}._pretraced_backend no longer takes the graph first")
+    ctx.wrap_function(backends, "_pretraced_backend", _keeping_module_state)
