@@ -104,7 +104,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
 from trt_compat._fake import running_on_fake
-from trt_compat.patching import Defect, Patch, PatchContext, TargetChanged
+from trt_compat.patching import WRITES_KEPT_OUTSIDE, Defect, Patch, PatchContext, TargetChanged
 
 logger = logging.getLogger("trt_compat")
 
@@ -243,7 +243,8 @@ def _written_operands(gm: GraphModule, node: Node) -> Optional[List[Any]]:
             else next((node.kwargs[name] for name in names if name in node.kwargs), None)
         )
         return [] if switch is False else None
-    return list(node.args[:1])
+    # The first argument, or each tensor of it: torch._foreach_mul_(tensors, 0.9) writes a list.
+    return tree_flatten(list(node.args[:1]))[0]
 
 
 def _recorded_value(node: Node) -> Any:
@@ -970,6 +971,11 @@ def return_updated_inputs(
     graph.lint()
     rewritten = GraphModule(gm, graph)
     rewritten.meta = dict(getattr(gm, "meta", {}))
+    placeholders = [node.name for node in graph.nodes if node.op == "placeholder"]
+    rewritten.meta[WRITES_KEPT_OUTSIDE] = frozenset(
+        [placeholders[m.position] for m in mutations if m.target.op == "placeholder"]
+        + [lifted[copies[node]].name for node in attribute_nodes]
+    )
     plan_ = WriteBack(
         outputs=tuple(plan),
         returned_from=len(kept),

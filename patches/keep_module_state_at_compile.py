@@ -21,11 +21,12 @@ Reproducer for an upstream report (2.4.0)::
     compiled(torch.randn(8, 3, device="cuda"))
     print(model[0].num_batches_tracked.item())   # 2; eager: 1
 
-Here every buffer of a module in training mode that a ``call_module`` node runs is saved before the backend
-compiles and its contents put back afterwards, whether the compile succeeded or not, without advancing the
-buffer's version counter further (the counter itself cannot be wound back: it says the tensor was written once).
-A graph without such a node costs one look at its nodes. The rest of the backend is unchanged: the graph still
-runs in PyTorch where upstream's trace fails, and that run updates the buffers as eager does.
+Here every buffer of a module in training mode that a ``call_module`` node runs is saved before the backend's AOT
+trace (``aot_export_joint_simple``, looked up in the backends module at call time) and its contents put back
+afterwards, whether the trace succeeded or not, without advancing the buffer's version counter further (the counter
+itself cannot be wound back: it says the tensor was written once). A graph without such a node costs one look at its
+nodes. The rest of the backend is unchanged: the graph still runs in PyTorch where upstream's trace fails, and that
+run updates the buffers as eager does.
 """
 
 import contextlib
@@ -38,6 +39,7 @@ from torch.fx import GraphModule
 from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext, TargetChanged
 
 _BACKENDS_MODULE = "torch_tensorrt.dynamo.backend.backends"
+_TRACER = "aot_export_joint_simple"
 
 
 def module_state_at_risk(gm: GraphModule) -> List[torch.Tensor]:
@@ -58,24 +60,30 @@ def module_state_at_risk(gm: GraphModule) -> List[torch.Tensor]:
 
 @contextlib.contextmanager
 def contents_kept(buffers: List[torch.Tensor]) -> Iterator[None]:
-    """Put back the contents ``buffers`` have on entry when the block exits (however it exits)."""
-    saved = [buffer.detach().clone() for buffer in buffers]
+    """Put back the contents ``buffers`` have on entry when the block exits (however it exits).
+
+    The copies are real tensors even inside the fake mode the backend traces in (where a clone would be fake).
+    """
+    from torch._subclasses.fake_tensor import unset_fake_temporarily
+
+    with unset_fake_temporarily():
+        saved = [buffer.detach().clone() for buffer in buffers]
     try:
         yield
     finally:
-        with torch.no_grad():
+        with unset_fake_temporarily(), torch.no_grad():
             for buffer, contents in zip(buffers, saved):
                 # .data: a view with a version counter of its own, so restoring is not one more write to count.
                 buffer.data.copy_(contents)
 
 
-def compile_keeping_module_state(backend: Callable, gm: GraphModule, *args: Any, **kwargs: Any) -> Any:
-    """``backend(gm, *args, **kwargs)``, after which the buffers of ``gm``'s training-mode modules are as before."""
+def trace_keeping_module_state(trace: Callable, gm: GraphModule, *args: Any, **kwargs: Any) -> Any:
+    """``trace(gm, *args, **kwargs)``, after which the buffers of ``gm``'s training-mode modules are as before."""
     buffers = module_state_at_risk(gm)
     if not buffers:
-        return backend(gm, *args, **kwargs)
+        return trace(gm, *args, **kwargs)
     with contents_kept(buffers):
-        return backend(gm, *args, **kwargs)
+        return trace(gm, *args, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -153,13 +161,15 @@ PATCH = Patch(
 
 def _keeping_module_state(wrapped: Callable, instance: Any, args: Tuple[Any, ...], kwargs: dict) -> Any:
     kwargs = dict(kwargs)
-    gm = args[0] if args else kwargs.pop("gm")
-    return compile_keeping_module_state(wrapped, gm, *args[1:], **kwargs)
+    gm = args[0] if args else kwargs.pop("func")
+    return trace_keeping_module_state(wrapped, gm, *args[1:], **kwargs)
 
 
 def apply(ctx: PatchContext) -> None:
     backends = ctx.import_module(_BACKENDS_MODULE)
-    pretraced = ctx.require_attr(backends, "_pretraced_backend", callable)
-    if list(inspect.signature(inspect.unwrap(pretraced)).parameters)[:1] != ["gm"]:
-        raise TargetChanged(f"{_BACKENDS_MODULE}._pretraced_backend no longer takes the graph first")
-    ctx.wrap_function(backends, "_pretraced_backend", _keeping_module_state)
+    pretraced = inspect.unwrap(ctx.require_attr(backends, "_pretraced_backend", callable))
+    ctx.require_attr(backends, _TRACER, callable)
+    # Replacing the module global only helps if the backend looks the tracer up at call time.
+    if _TRACER not in getattr(getattr(pretraced, "__code__", None), "co_names", ()):
+        raise TargetChanged(f"{_BACKENDS_MODULE}._pretraced_backend no longer traces with {_TRACER}")
+    ctx.wrap_function(backends, _TRACER, _keeping_module_state)

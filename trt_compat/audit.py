@@ -56,6 +56,7 @@ from ._errors import PatchError
 from ._state import LOCK
 from .describe import MISSING, op_name
 from .describe import value as describe_value
+from .patching import WRITES_KEPT_OUTSIDE
 
 logger = logging.getLogger("trt_compat")
 
@@ -283,8 +284,10 @@ def _install(active: FrozenSet[str]) -> None:
     manager = post_lowering_passes()
     for entry in pass_list(manager):
         changes.replace_pass(manager, entry, _audited(entry, active, POST_LOWERING))
+    backends = importlib.import_module(BACKENDS_MODULE)
+    if callable(getattr(backends, BACKEND_ENTRY, None)):
+        changes.wrap_function(backends, BACKEND_ENTRY, _no_silent_fallback)
     if VALUES in active:
-        backends = importlib.import_module(BACKENDS_MODULE)
         for name, phase in backend_passes(backends):
             changes.wrap_function(backends, name, _values_wrapper(name, phase))
         if callable(getattr(backends, AOT_TRACER, None)):
@@ -355,7 +358,7 @@ def _record(pass_name: str, new: List[Mismatch]) -> None:
     more = f" (and {len(found) - 1} more node(s))" if len(found) > 1 else ""
     logger.warning("trt_compat audit: %s%s", found[0], more)
     if read_config().strict:
-        raise AuditError(f"trt_compat (strict mode): {found[0]}{more}")
+        _raise_strict(AuditError(f"trt_compat (strict mode): {found[0]}{more}"))
 
 
 def _record_values(found: Optional[ValueFinding]) -> None:
@@ -364,7 +367,30 @@ def _record_values(found: Optional[ValueFinding]) -> None:
     _keep([found])
     logger.warning("trt_compat audit: %s", found)
     if read_config().strict:
-        raise AuditError(f"trt_compat (strict mode): {found}")
+        _raise_strict(AuditError(f"trt_compat (strict mode): {found}"))
+
+
+def _raise_strict(error: AuditError) -> None:
+    """Raise ``error`` from the pass, and remember it: the torch.compile backend catches every RuntimeError of its
+    passes and runs the graph in PyTorch instead, which must not turn a strict finding into a silent fallback."""
+    _strict_errors.raised = error
+    raise error
+
+
+# The strict finding raised in this thread during the current torch.compile backend call (see _no_silent_fallback).
+_strict_errors = threading.local()
+
+
+def _no_silent_fallback(original: Callable, _instance: Any, args: tuple, kwargs: dict) -> Any:
+    """Run the backend; raise again a strict finding its own error handling swallowed (it fell back to PyTorch)."""
+    _strict_errors.raised = None
+    try:
+        result = original(*args, **kwargs)
+    finally:
+        raised, _strict_errors.raised = _strict_errors.raised, None
+    if raised is not None:
+        raise raised
+    return result
 
 
 # -- metadata: checking -------------------------------------------------------------------------------------
@@ -516,6 +542,8 @@ POST_LOWERING = "post-lowering"
 # into the backends module by name; judged like a pass, with its inputs matched by position (it renames them).
 AOT_TRACER = "aot_export_joint_simple"
 BACKENDS_MODULE = "torch_tensorrt.dynamo.backend.backends"
+# The torch.compile backend's function that runs the passes, and falls back to PyTorch when one raises.
+BACKEND_ENTRY = "_pretraced_backend"
 
 # Functions _pretraced_backend calls that take a graph module first but are no graph pass to judge.
 NOT_JUDGED = {
@@ -1011,10 +1039,16 @@ def _close(actual: Any, expected: Any, tolerance: Tolerance) -> bool:
 
 
 def _first_change(
-    before: _Run, after: _Run, inputs: Dict[str, Any], tolerance: Optional[Tolerance]
+    before: _Run,
+    after: _Run,
+    inputs: Dict[str, Any],
+    tolerance: Optional[Tolerance],
+    kept_outside: FrozenSet[str] = frozenset(),
 ) -> Optional[Tuple[str, str, str, float, str]]:
     """(what, node, op, difference, detail) of the first output, then input or attribute, that differs; ``inputs``
-    are the input set's values by the names of the graph before the pass, as are the runs' written inputs."""
+    are the input set's values by the names of the graph before the pass, as are the runs' written inputs. Inputs in
+    ``kept_outside`` are not judged by what the graph writes into them: trt_compat writes them itself after each
+    call, from the graph's outputs (see :data:`trt_compat.patching.WRITES_KEPT_OUTSIDE`), which are judged."""
     import math
 
     if after.error is not None:
@@ -1027,7 +1061,7 @@ def _first_change(
             node, op = before.output_nodes[index] if index < len(before.output_nodes) else ("?", "?")
             return f"output {index}", node, op, changed[0], changed[1]
     written = list(before.written) + [name for name in after.written if name not in before.written]
-    for name in written:
+    for name in (name for name in written if name not in kept_outside):
         original = inputs.get(name, before.originals.get(name, after.originals.get(name)))
         new, old = after.written.get(name, original), before.written.get(name, original)
         changed = difference(new, old, tolerance)
@@ -1175,7 +1209,8 @@ def _judge(before: _Before, after_gm: Any, pass_name: str, pass_args: tuple) -> 
             new.originals,
             new.error,
         )
-        change = _first_change(old, compared, dict(zip(before.names, draw.values)), tolerance)
+        kept_outside = frozenset(getattr(before.gm, "meta", {}).get(WRITES_KEPT_OUTSIDE, ()))
+        change = _first_change(old, compared, dict(zip(before.names, draw.values)), tolerance, kept_outside)
         if change is not None:
             what, node, op, difference, detail = change
             return ValueFinding(pass_name, before.phase, _release(), node, op, what, difference, detail, draw.kind)

@@ -43,6 +43,7 @@ __all__ = [
     "post_lowering_passes",
     "pass_list",
     "torch_executed_ops",
+    "WRITES_KEPT_OUTSIDE",
 ]
 
 logger = logging.getLogger("trt_compat")
@@ -204,6 +205,11 @@ class Patch:
                 return option
         raise KeyError(f"patch {self.name!r} has no option {name!r}")
 
+
+# A graph module's meta entry, set by a patch that puts a graph's in-place writes into the caller's tensors itself after
+# each call (from the graph's outputs): the names of those inputs. The value audit then judges what the user sees --
+# the outputs -- and not whether a later pass still writes those inputs inside the graph.
+WRITES_KEPT_OUTSIDE = "trt_compat.writes_kept_outside"
 
 # Where Torch-TensorRT registers its own decompositions (2.2.0 to 2.14.0), read at every compile.
 DECOMPOSITIONS_MODULE = "torch_tensorrt.dynamo.lowering._decompositions"

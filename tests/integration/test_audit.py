@@ -289,7 +289,7 @@ def test_values_on_wraps_by_name_and_off_restores_the_same_objects(audit, upstre
     before = backend_functions()
     audit.enable("values")
     wrapped = {name for name, value in backend_functions().items() if value is not before[name]}
-    assert wrapped == {name for name, _ in audit.backend_passes(backends)} | {audit.AOT_TRACER}
+    assert wrapped == {name for name, _ in audit.backend_passes(backends)} | {audit.AOT_TRACER, audit.BACKEND_ENTRY}
     assert all(getattr(backends, name).__wrapped__ is before[name] for name in wrapped)
     audit.disable()
     assert backend_functions() == before
@@ -317,6 +317,27 @@ def test_strict_value_audit_raises_from_the_pass(audit, upstream, probe, monkeyp
     with audit.auditing("values"):
         with pytest.raises(audit.AuditError, match=r"pre-AOT pass 'repair_input_aliasing' \(torch-tensorrt "):
             probe.compile(AddToInput().eval(), torch.randn(2, 3))
+
+
+def test_a_strict_finding_never_becomes_a_silent_fallback(audit, upstream, probe, monkeypatch):
+    """Without pass_through_build_failures the backend catches every RuntimeError of its passes (an AuditError is
+    one) and runs the graph in PyTorch: the finding is raised again past that fallback."""
+    monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
+    with audit.auditing("values"):
+        with pytest.raises(audit.AuditError, match=r"pre-AOT pass 'repair_input_aliasing'"):
+            probe.compile(AddToInput().eval(), torch.randn(2, 3), pass_through_build_failures=False)
+
+
+def test_value_audit_does_not_blame_a_pass_whose_effect_trt_compat_repairs(audit, shim, probe, monkeypatch):
+    """keep_input_mutations replays the update on the caller's tensor: repair_input_aliasing's clones change nothing
+    the user sees, so neither the audit nor strict mode throws the correct graph out of TensorRT."""
+    monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
+    x = torch.randn(2, 3)
+    expected = x + 1
+    with audit.auditing("values") as found:
+        compiled = probe.compile(AddToInput().eval(), x)
+    assert value_findings(found) == [] and compiled.blocks, [str(f) for f in found]
+    assert probe.same(x, expected) is None
 
 
 VALUES_SCRIPT = textwrap.dedent("""

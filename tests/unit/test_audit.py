@@ -635,13 +635,17 @@ BACKEND_SOURCE = textwrap.dedent("""
         return None
 
     def _pretraced_backend(gm, sample_inputs, settings=None):
-        gm = fold_get_attr_item_calls(gm, sample_inputs)
-        repair_input_aliasing(gm, settings)
-        gm = aot_export_joint_simple(gm, sample_inputs, decompositions=get_decompositions())
-        remove_sym_nodes(gm, sample_inputs, settings)
-        gm = post_lowering(gm, settings)
-        _strip_trt_sdpa_kwargs(gm)
-        return gm
+        original = gm
+        try:
+            gm = fold_get_attr_item_calls(gm, sample_inputs)
+            repair_input_aliasing(gm, settings)
+            gm = aot_export_joint_simple(gm, sample_inputs, decompositions=get_decompositions())
+            remove_sym_nodes(gm, sample_inputs, settings)
+            gm = post_lowering(gm, settings)
+            _strip_trt_sdpa_kwargs(gm)
+            return gm
+        except (AssertionError, RuntimeError, TypeError):  # as upstream: run the graph in PyTorch instead
+            return original
 """)
 
 
@@ -690,16 +694,19 @@ def test_values_on_wraps_by_name_and_off_restores_the_same_objects(stub_backends
             "post_lowering",
         )
     }
+    pretraced = backends._pretraced_backend
     passes = list(manager.passes)
     audit.enable("values")
     for name in ("fold_get_attr_item_calls", "repair_input_aliasing", "aot_export_joint_simple", "remove_sym_nodes"):
         assert getattr(backends, name) is not originals[name] and getattr(backends, name).__wrapped__ is originals[name]
+    assert backends._pretraced_backend.__wrapped__ is pretraced
     assert backends.post_lowering is originals["post_lowering"]
     assert manager.passes[0].__wrapped__ is swap_view_vals
     in_backend(backends._pretraced_backend, CloneThenScale(), torch.randn(2, 3))
     assert [(f.pass_name, f.what) for f in audit.findings()] == [("fold_get_attr_item_calls", "output 0")]
     audit.disable()
     assert {name: getattr(backends, name) for name in originals} == originals
+    assert backends._pretraced_backend is pretraced
     assert manager.passes == passes and manager.passes[0] is swap_view_vals
 
 
@@ -731,3 +738,32 @@ def test_cached_input_sets_are_not_reused_for_another_tensor_with_the_same_id(mo
     fresh = audit._draws(slots, recipe)  # the same recipe, as when `second` got the freed tensor's id
     assert fresh is not stale and fresh[0].kind == audit.REAL and fresh[0].values[0] is second
     assert audit._draws(slots, recipe) is fresh  # and the rebuilt sets are cached in turn
+
+
+def test_a_strict_finding_is_never_swallowed_by_the_backends_fallback(stub_backends, monkeypatch):
+    """The backend catches every RuntimeError of its passes and runs the graph in PyTorch instead: a strict finding
+    (an AuditError is a RuntimeError) would silently cost every TensorRT block. It is raised again past that."""
+    backends, _ = stub_backends
+    monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
+    audit.enable("values")
+    with pytest.raises(audit.AuditError, match="pre-AOT pass 'fold_get_attr_item_calls'"):
+        in_backend(backends._pretraced_backend, CloneThenScale(), torch.randn(2, 3))
+    monkeypatch.delenv("TRT_COMPAT_STRICT")
+    assert in_backend(backends._pretraced_backend, CloneThenScale(), torch.randn(2, 3)) is not None
+
+
+def test_writes_a_patch_keeps_outside_the_graph_are_judged_by_the_outputs():
+    """keep_input_mutations marks the inputs whose writes it replays on the caller's tensors: a pass that stops the
+    graph writing them (upstream's clones) changes nothing the user sees; a pass that changes an output still does."""
+    from trt_compat.patching import WRITES_KEPT_OUTSIDE
+
+    def marked_then_judged(kept):
+        def act(gm, example_inputs):
+            gm.meta[WRITES_KEPT_OUTSIDE] = kept
+            return judged(clone_inputs, gm, example_inputs)
+
+        return act
+
+    (finding,) = in_backend(marked_then_judged(frozenset()), AddToInput(), torch.randn(2, 3))
+    assert finding.what == "final contents of input 'l_x_' (no longer written)"
+    assert in_backend(marked_then_judged(frozenset({"l_x_"})), AddToInput(), torch.randn(2, 3)) == []

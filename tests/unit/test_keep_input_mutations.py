@@ -139,6 +139,14 @@ class ThroughDetach(nn.Module):
         return x * 1
 
 
+class ForeachUpdate(nn.Module):
+    """A list of inputs written by one op (as optimizers update parameters)."""
+
+    def forward(self, x, y):
+        torch._foreach_mul_([x, y], 0.5)
+        return x + y
+
+
 class InputAndBuffer(nn.Module):
     def __init__(self):
         super().__init__()
@@ -208,6 +216,7 @@ def _cases() -> Dict[str, Case]:
         "through_detach": Case(ThroughDetach, lambda i: (a,)),
         "input_and_buffer": Case(InputAndBuffer, lambda i: (a,)),
         "returns_updated": Case(ReturnsUpdated, lambda i: (a,)),
+        "foreach_update": Case(ForeachUpdate, lambda i: (a, b)),
     }
 
 

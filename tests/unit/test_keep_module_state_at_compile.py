@@ -11,8 +11,8 @@ import torch
 from torch import nn
 from trt_compat.patches.keep_module_state_at_compile import (
     BatchNormTraining,
-    compile_keeping_module_state,
     module_state_at_risk,
+    trace_keeping_module_state,
 )
 
 
@@ -35,7 +35,7 @@ def test_the_buffers_are_as_before_whatever_the_compile_did():
     before = {name: buffer.clone() for name, buffer in model.named_buffers()}
     versions = {name: buffer._version for name, buffer in model.named_buffers()}
     with pytest.raises(RuntimeError, match="non-functional"):
-        compile_keeping_module_state(trace_on_real_modules, gm, [torch.randn(8, 3)])
+        trace_keeping_module_state(trace_on_real_modules, gm, [torch.randn(8, 3)])
     for name, buffer in model.named_buffers():
         assert torch.equal(buffer, before[name]), name
     # The trace's own write is counted (it happened); putting the contents back is not one more.
@@ -51,7 +51,7 @@ def test_a_successful_compile_returns_the_backends_result_with_the_state_restore
         graph(*sample_inputs)
         return "compiled"
 
-    assert compile_keeping_module_state(compiles, gm, [torch.randn(8, 3)], "settings") == "compiled"
+    assert trace_keeping_module_state(compiles, gm, [torch.randn(8, 3)], "settings") == "compiled"
     assert model.bn.num_batches_tracked.item() == 0 and torch.equal(model.bn.running_mean, torch.zeros(3))
 
 
@@ -72,3 +72,21 @@ def test_each_buffer_is_saved_once_even_when_its_module_runs_twice():
 
     model = Twice().train()
     assert len(module_state_at_risk(torch.fx.symbolic_trace(model))) == 3  # running mean, variance, count
+
+
+def test_the_contents_are_put_back_inside_the_fake_mode_the_backend_traces_in():
+    """Upstream traces inside its fake mode with allow_non_fake_inputs=True, where an op on real operands alone (the
+    batch counter's add_) still runs for real; the saved copies must be real tensors there too."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    model = BatchNormTraining().train()
+    gm = torch.fx.symbolic_trace(model)
+    with FakeTensorMode(allow_non_fake_inputs=True) as mode:
+        x = mode.from_tensor(torch.randn(8, 3))
+
+        def counts_for_real(graph, sample_inputs):
+            model.bn.num_batches_tracked.add_(1)
+            return "traced"
+
+        assert trace_keeping_module_state(counts_for_real, gm, [x]) == "traced"
+    assert model.bn.num_batches_tracked.item() == 0
