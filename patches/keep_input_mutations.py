@@ -821,6 +821,26 @@ def _written_later(gm: GraphModule, node: Node, after: Node) -> bool:
     return False
 
 
+# Integer arithmetic and size queries: a size a write's view or slice needs (``cache[pos:pos + n]`` with dynamic
+# shapes) is computed again from the call's own arguments rather than returned by the compiled graph.
+_SIZE_ARITHMETIC = frozenset(
+    {operator.add, operator.sub, operator.mul, operator.floordiv, operator.mod, operator.neg, operator.getitem}
+)
+_SIZE_QUERIES = frozenset({"size", "dim", "numel", "stride", "storage_offset"})
+
+
+def _recomputable_size(node: Node) -> bool:
+    """An integer (or symbolic integer) that integer arithmetic or a size query computes: cheap to compute again."""
+    value = _recorded_value(node)
+    if isinstance(value, bool) or not isinstance(value, (int, torch.SymInt)):
+        return False
+    if node.op == "call_method":
+        return node.target in _SIZE_QUERIES
+    return node.op == "call_function" and (
+        node.target in _SIZE_ARITHMETIC or node.target is getattr(torch.ops.aten.sym_size, "int", None)
+    )
+
+
 def plan_replay(
     gm: GraphModule, mutations: Sequence[Mutation], run: _FakeRun, sample_inputs: Sequence[Any]
 ) -> Tuple[Optional[Replay], str]:
@@ -846,7 +866,7 @@ def plan_replay(
         for arg in node.all_input_nodes:
             if arg in chosen or arg.op in ("placeholder", "get_attr") or arg in returned:
                 continue
-            if arg in run.shared:
+            if arg in run.shared or _recomputable_size(arg):
                 pending.append(arg)
             elif isinstance(_recorded_value(arg), torch.Tensor):
                 if _written_later(gm, arg, node):

@@ -1102,3 +1102,23 @@ def test_a_backend_running_the_rewritten_graph_on_the_callers_tensors_gets_the_o
     for _ in range(2):
         assert_identical(compiled(x), AddToInput()(expected_x), "output")
     assert_identical(x, expected_x, "x")
+
+
+def test_a_slice_write_with_dynamic_shapes_is_replayed_with_its_sizes_computed_again():
+    """``cache[pos:pos + n] = y * 2`` with dynamic shapes: the slice's end is SymInt arithmetic on the call's own
+    arguments, computed again by the replay; the compiled graph returns only what the write takes."""
+
+    def write(cache, y, pos: int):
+        cache[pos : pos + y.shape[0]] = y * 2
+        return y.sum()
+
+    seen = []
+    compiled = torch.compile(write, backend=keeping(recording(clone_only, seen)), dynamic=True)
+    for pos, rows in ((2, 2), (3, 4), (4, 5)):  # never 0 or 1, which Dynamo specializes
+        cache, expected_cache, y = torch.zeros(10, 3), torch.zeros(10, 3), torch.randn(rows, 3)
+        assert_identical(compiled(cache, y, pos), write(expected_cache, y, pos), "output")
+        assert_identical(cache, expected_cache, f"cache after writing {rows} rows at {pos}")
+    assert len(seen) == 1, "one graph for every size"
+    # The user's sum and the rows written (y * 2): never the 10-row cache.
+    assert [value.dim() for value in _returned_values(seen[0])] == [0, 2]
+    assert str(_returned_values(seen[0])[1].shape[0]) != "10"
