@@ -763,8 +763,10 @@ PATCH = Patch(
     fixed_in=None,
     why=(
         "construct_submodule_inputs aborts on a placeholder whose meta['val'] is a tuple or whose metadata is "
-        "missing. On 2.3-2.4 upstream's own max-pool fusion leaves such metadata; the check is unchanged up to "
-        "the newest release, so any pass that leaves a tuple val still aborts compilation."
+        "missing. On 2.3-2.4 upstream's own max-pool fusion leaves such metadata. From 2.5.0 neither reproducer "
+        "finds the defect (the fusion no longer leaves a tuple), but the check is unchanged up to the newest "
+        "release and other passes still reach it (2.5.0: a block input made by .item() without metadata), so the "
+        "patch stays as a guard there: it changes only placeholders upstream would reject, and logs each repair."
     ),
     defects=(
         Defect(
