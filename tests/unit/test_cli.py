@@ -36,6 +36,14 @@ def test_disabled_patches_are_reported_as_disabled():
     assert states["view_to_reshape_metadata"] != "disabled"
 
 
+def test_disable_0_disables_nothing_and_is_no_error_in_strict_mode():
+    result = run_cli("--json", TRT_COMPAT_DISABLE="0", TRT_COMPAT_STRICT="1")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["notes"] == [] and "disabled" not in {p["state"] for p in report["patches"]}
+    assert "TRT_COMPAT_DISABLE" not in result.stderr
+
+
 def test_demo_runs_its_checks_on_the_embedded_model():
     from trt_compat.demo import run_demo
 

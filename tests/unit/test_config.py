@@ -52,6 +52,16 @@ def test_patch_names_in_disable_ignore_case_and_dashes(installed, monkeypatch, s
     assert states(_engine.apply_patches())["tuple_pooling"] == "disabled"
 
 
+@pytest.mark.parametrize("value", ["0", "none", "false", "no", "off", "", " None ", "OFF"])
+def test_the_spellings_of_off_in_disable_disable_nothing_even_in_strict_mode(installed, monkeypatch, value):
+    ran = installed()
+    monkeypatch.setenv("TRT_COMPAT_DISABLE", value)
+    monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
+    report = _engine.apply_patches()  # strict mode: would raise if the value were taken for a patch name
+    assert "disabled" not in states(report).values() and report.notes == []
+    assert "tuple_pooling" in ran
+
+
 def test_an_unknown_name_in_disable_is_a_warning_naming_the_known_ones(installed, monkeypatch, caplog):
     ran = installed()
     monkeypatch.setenv("TRT_COMPAT_DISABLE", "tupel_pooling")
