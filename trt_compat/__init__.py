@@ -63,6 +63,8 @@ def report_dict():
 
 
 def is_applied(name):
+    """Whether patch ``name`` is in place (``"tuple_pooling"``, ``"Tuple-Pooling"``: spelled as for
+    TRT_COMPAT_DISABLE)."""
     from . import _engine
 
     return _engine.context_of(name) is not None

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import _detect, _discovery
-from ._config import Config, read_config, warn_once
+from ._config import Config, normalise_name, read_config, warn_once
 from ._detect import release_of
 from ._discovery import Found
 from ._errors import PatchError, TargetChanged
@@ -276,7 +276,9 @@ def _pending() -> Tuple[str, str]:
 
 
 def context_of(name: str) -> Any:
-    record = _records.get(name)
+    """The PatchContext of patch ``name`` while it is applied, else None; ``name`` is spelled as
+    TRT_COMPAT_DISABLE accepts it (case and "-" versus "_" do not matter)."""
+    record = _records.get(normalise_name(name))
     return record.context if record is not None else None
 
 
