@@ -40,6 +40,7 @@ def apply():
         import torch_tensorrt  # noqa: F401  (the post-import hook applies the patches)
     except Exception as exc:  # not installed, blocked, or an install whose own import fails
         _engine.note_import_failure(exc)
+        _engine.check_settings()  # strict mode refuses a setting it cannot understand even with nothing to patch
         return _engine.build_report()
     return _engine.apply_patches() if imported else _engine.build_report()
 

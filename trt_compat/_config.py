@@ -6,7 +6,10 @@ TRT_COMPAT_DISABLE   "1", "all" or "*" disables every patch; "0", "none", "false
 TRT_COMPAT_STRICT    "1"/"true"/"yes"/"on": whatever trt_compat cannot do raises instead of being logged.
                      "0"/"false"/"no"/"off" or unset: off. Anything else counts as on, and is itself an error.
 
-Settings of single patches (e.g. TRT_COMPAT_POOL_INDICES) are declared by their patch (trt_compat.patching.Option).
+Settings of single patches (e.g. TRT_COMPAT_POOL_INDICES) are declared by their patch (trt_compat.patching.Option);
+the audits' TRT_COMPAT_AUDIT is read by trt_compat.audit. The engine gathers the problems of all of them into one
+Config (trt_compat._engine._configuration): each is logged once, shown in the report's notes, and in strict mode
+raised as trt_compat.PatchError.
 """
 
 import logging
@@ -58,11 +61,17 @@ class Config:
         unknown = sorted(self.disabled - set(known))
         if not unknown:
             return self
-        problem = (
-            f"{DISABLE_ENV} names unknown patch(es) {', '.join(unknown)}; known: {', '.join(known)} "
-            "(or 1/all/* for every patch, 0/none for none)"
+        return self.with_problems(
+            [
+                f"{DISABLE_ENV} names unknown patch(es) {', '.join(unknown)}; known: {', '.join(known)} "
+                "(or 1/all/* for every patch, 0/none for none)"
+            ]
         )
-        return Config(self.disable_all, self.disabled, self.strict, self.problems + (problem,))
+
+    def with_problems(self, problems: Iterable[str]) -> "Config":
+        """This configuration with ``problems`` added (empty strings, meaning "no problem", are left out)."""
+        added = tuple(problem for problem in problems if problem)
+        return Config(self.disable_all, self.disabled, self.strict, self.problems + added) if added else self
 
 
 def read_config() -> Config:

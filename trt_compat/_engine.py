@@ -124,9 +124,29 @@ def _apply_one(
 
 
 def _configuration(found: List[Found]) -> Config:
-    config = read_config().check_names(f.name for f in found)
+    """The settings, with every one that cannot be understood as a problem: TRT_COMPAT_DISABLE's and
+    TRT_COMPAT_STRICT's, each patch option's and TRT_COMPAT_AUDIT's. Each problem is logged once."""
+    from . import audit
+
+    options = [option for entry in found if entry.usable for option in entry.patch.options]
+    config = (
+        read_config()
+        .check_names(f.name for f in found)
+        .with_problems([option.problem() for option in options] + [audit.environment_problem()])
+    )
     warn_once(config.problems)
     return config
+
+
+def check_settings() -> None:
+    """Strict mode: PatchError when a setting cannot be understood, also with no torch_tensorrt to patch."""
+    with _lock:
+        try:
+            found = _discovery.discover()
+        except Exception:  # a damaged install, which the report says; without the patches there is nothing to check
+            return
+        config = _configuration(found)
+    _raise_if_strict(list(config.problems), config)
 
 
 def apply_patches() -> Report:

@@ -4,6 +4,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers.processes import run_cli
 from trt_compat import _discovery
 
@@ -44,6 +46,34 @@ def test_disable_0_disables_nothing_and_is_no_error_in_strict_mode():
     assert "TRT_COMPAT_DISABLE" not in result.stderr
 
 
+# variable -> (a typo someone made, what the message must say: the variable, the value, the accepted values)
+TYPOS = {
+    "TRT_COMPAT_POOL_INDICES": ("gpu", ["TRT_COMPAT_POOL_INDICES='gpu'", "tensorrt, torch"]),
+    "TRT_COMPAT_AUDIT": ("value", ["TRT_COMPAT_AUDIT='value'", "values", "metadata,values", "all"]),
+}
+
+
+@pytest.mark.parametrize("variable", sorted(TYPOS))
+def test_strict_report_exits_1_naming_a_setting_it_cannot_understand(variable):
+    value, said = TYPOS[variable]
+    result = run_cli(TRT_COMPAT_STRICT="1", **{variable: value})
+    assert result.returncode == 1, result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("trt_compat (strict mode): ")]
+    assert error and all(text in error[0] for text in said), result.stderr
+
+
+@pytest.mark.parametrize("variable", sorted(TYPOS))
+def test_report_warns_once_notes_and_falls_back_on_a_setting_it_cannot_understand(variable):
+    value, said = TYPOS[variable]
+    result = run_cli("--json", **{variable: value})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(said[0]) == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert [note for note in report["notes"] if said[0] in note], report["notes"]
+    settings = {s["name"]: s["value"] for s in report["settings"]}
+    assert settings["audit"] == "off" and settings["pool_indices"] == "tensorrt"
+
+
 def test_demo_runs_its_checks_on_the_embedded_model():
     from trt_compat.demo import run_demo
 
@@ -54,8 +84,6 @@ def test_strict_report_fails_when_torch_tensorrt_cannot_be_imported():
     import importlib.util
 
     if importlib.util.find_spec("torch_tensorrt") is None:
-        import pytest
-
         pytest.skip("needs an installed torch_tensorrt whose import fails (the harness venvs without the harness)")
     result = run_cli("--json", TRT_COMPAT_STRICT="1")
     assert result.returncode == 1

@@ -3,12 +3,13 @@ No Torch-TensorRT: the installed version is faked and the real patches are repla
 """
 
 import logging
+import re
 import types
 
 import pytest
 
 import trt_compat
-from trt_compat import _config, _detect, _discovery, _engine
+from trt_compat import _config, _detect, _discovery, _engine, audit
 
 
 @pytest.fixture
@@ -34,7 +35,8 @@ def installed(monkeypatch):
         ]
         monkeypatch.setattr(_discovery, "_found", stubs)
         monkeypatch.setattr(_config, "_warned", set())
-        for name in ("TRT_COMPAT_DISABLE", "TRT_COMPAT_STRICT"):
+        monkeypatch.setattr(audit, "_api_switch", None)  # as if no test had switched the audit from Python
+        for name in ("TRT_COMPAT_DISABLE", "TRT_COMPAT_STRICT", "TRT_COMPAT_AUDIT", "TRT_COMPAT_POOL_INDICES"):
             monkeypatch.delenv(name, raising=False)
         return ran
 
@@ -115,10 +117,7 @@ def test_an_epoch_version_is_not_mistaken_for_a_tested_release(installed):
 
 
 def test_the_report_shows_the_settings_in_force(installed, monkeypatch):
-    from trt_compat import audit
-
     installed()
-    monkeypatch.setattr(audit, "_api_switch", None)  # as if no test had switched the audit from Python
     monkeypatch.setenv("TRT_COMPAT_POOL_INDICES", "torch")
     report = _engine.build_report()
     settings = {s.name: (s.value, s.source) for s in report.settings}
@@ -140,3 +139,43 @@ def test_a_torch_tensorrt_without_metadata_is_reported_by_its_module_version(ins
     report = _engine.apply_patches()
     assert report.versions["torch_tensorrt"] == "2.5.0" and "tuple_pooling" in ran
     assert any("has no package metadata" in note for note in report.notes)
+
+
+# Each value is a typo someone made: the setting falls back, the problem names the variable, the value and the
+# accepted values, and strict mode raises it.
+BAD_SETTINGS = {
+    "TRT_COMPAT_POOL_INDICES": ("gpu", "TRT_COMPAT_POOL_INDICES='gpu' is not one of tensorrt, torch"),
+    "TRT_COMPAT_AUDIT": ("value", "TRT_COMPAT_AUDIT='value': 'value' is not an audit (accepted: "),
+}
+
+
+@pytest.mark.parametrize("variable", sorted(BAD_SETTINGS))
+def test_a_setting_not_understood_is_one_warning_a_note_and_the_fallback(installed, monkeypatch, caplog, variable):
+    ran = installed()
+    value, problem = BAD_SETTINGS[variable]
+    monkeypatch.setenv(variable, value)
+    with caplog.at_level(logging.WARNING, logger="trt_compat"):
+        report = _engine.apply_patches()
+        _engine.build_report()
+    assert caplog.text.count(problem) == 1  # once, though the settings are read at every apply and report
+    assert [note for note in report.notes if problem in note], report.notes
+    settings = {s.name: (s.value, s.source) for s in report.settings}
+    assert settings["pool_indices"] == ("tensorrt", "default") and settings["audit"] == ("off", "default")
+    assert "tuple_pooling" in ran
+
+
+@pytest.mark.parametrize("variable", sorted(BAD_SETTINGS))
+def test_a_setting_not_understood_is_an_error_in_strict_mode(installed, monkeypatch, variable):
+    installed()
+    value, problem = BAD_SETTINGS[variable]
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
+    with pytest.raises(trt_compat.PatchError, match=re.escape(problem)):
+        _engine.apply_patches()
+
+
+def test_the_audit_problem_lists_every_accepted_spelling(monkeypatch):
+    monkeypatch.setenv("TRT_COMPAT_AUDIT", "value")
+    problem = audit.environment_problem()
+    for spelling in ("1/true/yes/on", "metadata", "values", "metadata,values", "all", "0/false/no/off"):
+        assert spelling in problem, spelling
