@@ -99,7 +99,7 @@ def _report(as_json: bool) -> int:
         # torch_tensorrt prints some import problems to stdout; keep stdout for the report alone.
         with contextlib.redirect_stdout(sys.stderr):
             report = trt_compat.apply()
-    except trt_compat.PatchError as exc:  # strict mode: a patch failed, or torch_tensorrt failed to import
+    except trt_compat.PatchError as exc:  # strict mode: a patch or setting refused, or torch_tensorrt failed to import
         print(exc, file=sys.stderr)
         strict_failure = True
         report = trt_compat.report()

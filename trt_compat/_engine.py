@@ -7,6 +7,7 @@ torch_tensorrt.
 
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -64,6 +65,8 @@ class _Record:
 # with fresh ones apply() would patch a second time on top and revert() could no longer find the originals.
 _records: Dict[str, _Record] = globals().get("_records", {})
 _import_failure: Optional[str] = globals().get("_import_failure")
+# Per thread (the hook runs in the thread that imports torch_tensorrt): see hook_errors_collected.
+_importing_for_apply = globals().get("_importing_for_apply") or threading.local()
 
 
 def note_import_failure(exc: BaseException) -> None:
@@ -179,7 +182,7 @@ def apply_patches() -> Report:
         _raise_if_strict(
             list(config.problems)
             + [
-                f"{name}: {record.state}: {record.reason}"
+                not_in_place(name, record.state, record.reason)
                 for name, record in _records.items()
                 if record.state in PROBLEM_STATES
             ],
@@ -219,6 +222,11 @@ def _audit_lifted() -> Iterator[None]:
         yield
     finally:
         audit.sync()
+
+
+def not_in_place(name: str, state: str, reason: str) -> str:
+    """What to say of a patch its release needs that is not in place (state: failed or skipped)."""
+    return f"patch {name} could not be applied: {state}: {reason}"
 
 
 def _raise_if_strict(problems: List[str], config: Config) -> None:
@@ -305,6 +313,16 @@ def context_of(name: str) -> Any:
 def on_torch_tensorrt_imported(_module: ModuleType) -> None:
     """The post-import hook: apply; outside strict mode nothing escapes into the user's import."""
     try:
+        _apply_on_import()
+    except PatchError as exc:
+        collected = getattr(_importing_for_apply, "errors", None)
+        if collected is None:  # the user's own `import torch_tensorrt`: strict mode raises out of it
+            raise
+        collected.append(exc)
+
+
+def _apply_on_import() -> None:
+    try:
         apply_patches()
     except PatchError:
         raise
@@ -314,6 +332,23 @@ def on_torch_tensorrt_imported(_module: ModuleType) -> None:
             raise PatchError(
                 f"trt_compat (strict mode): unexpected error while patching torch_tensorrt: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+@contextlib.contextmanager
+def hook_errors_collected() -> Iterator[List[PatchError]]:
+    """For ``trt_compat.apply()`` while it imports torch_tensorrt: a strict-mode PatchError of the post-import hook
+    is collected in the yielded list instead of raised out of the import.
+
+    Raised out of the import it would make Python drop the fully imported torch_tensorrt from sys.modules, and
+    apply() would report trt_compat's own refusal as "import torch_tensorrt failed"; apply() raises it once the
+    import is complete instead.
+    """
+    previous = getattr(_importing_for_apply, "errors", None)
+    _importing_for_apply.errors = collected = []
+    try:
+        yield collected
+    finally:
+        _importing_for_apply.errors = previous
 
 
 def find_option(name: str) -> Any:
