@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.helpers.processes import run_cli
+from tests.helpers.processes import clean_env, run_cli
 from trt_compat import _discovery
 
 
@@ -72,6 +72,46 @@ def test_report_warns_once_notes_and_falls_back_on_a_setting_it_cannot_understan
     assert [note for note in report["notes"] if said[0] in note], report["notes"]
     settings = {s["name"]: s["value"] for s in report["settings"]}
     assert settings["audit"] == "off" and settings["pool_indices"] == "tensorrt"
+
+
+def closed_early(*args, read_lines=0):
+    """Run ``python -m trt_compat args`` with its stdout a real pipe that this side closes after reading
+    ``read_lines`` lines (0: before the command writes anything); its exit status and stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trt_compat", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    for _ in range(read_lines):
+        process.stdout.readline()
+    process.stdout.close()
+    return process.wait(timeout=300), process.stderr.read()
+
+
+# The status each command has when its output is read to the end (verify: nothing verified without torch-tensorrt).
+@pytest.mark.parametrize("args, status", [((), 0), (("--json",), 0), (("verify",), 1), (("--help",), 0)])
+def test_a_reader_gone_before_the_output_gets_no_traceback_and_the_commands_own_status(args, status):
+    for _ in range(2):  # the reader is gone before anything is written: every run meets the closed pipe
+        closed_status, stderr = closed_early(*args)
+        assert (closed_status, "BrokenPipeError" in stderr, "Traceback" in stderr) == (status, False, False), stderr
+
+
+def test_head_1_gets_the_first_line_and_no_traceback():
+    """`trt-compat | head -1` itself: whether the report is written before head exits varies from run to run."""
+    for _ in range(3):
+        closed_status, stderr = closed_early(read_lines=1)
+        assert (closed_status, "BrokenPipeError" in stderr, "Traceback" in stderr) == (0, False, False), stderr
+    done = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {sys.executable} -m trt_compat | head -1"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("torch-tensorrt "), done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_demo_runs_its_checks_on_the_embedded_model():
