@@ -11,26 +11,25 @@ DESCRIPTION = "Version-aware fixes for Torch-TensorRT compiler defects: what is 
 EPILOG = """\
 commands:
   report   (default) apply what this environment needs and print the report; exit 1 in strict mode when a needed
-           patch is not in place
+           patch is not in place or a setting is not understood
   verify   run each patch's own reproducer against the installed torch_tensorrt, without and with trt_compat;
-           exit 1 when a defect this release has is not fixed
+           exit 1 when a defect this release has is not fixed, or nothing could be verified
   demo     trt_compat's graph transformations on an embedded model (needs only torch)
 
 A reader that stops early (trt-compat | head -1) ends the output quietly; the exit status is the command's own.
 
-environment:
-  TRT_COMPAT_DISABLE       1, all or *: apply nothing; or a comma-separated list of patch names to skip
-  TRT_COMPAT_STRICT        1: raise trt_compat.PatchError instead of logging when a patch cannot be applied
-  TRT_COMPAT_AUDIT         1: check every lowering pass's meta['val'] against fake propagation
-  TRT_COMPAT_POOL_INDICES  tensorrt (default) or torch: where max-pool indices and unpooling are computed
 """
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
+    from ._environment import help_text
     from ._version import __version__
 
     parser = argparse.ArgumentParser(
-        prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog,
+        description=DESCRIPTION,
+        epilog=EPILOG + help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"trt_compat {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{report,verify,demo}")
