@@ -5,8 +5,6 @@ strict mode one warning and the fallback. Each run is a fresh interpreter: `trt-
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.harness import activate
@@ -15,34 +13,14 @@ _REASON = activate.unavailable_reason()
 if _REASON:
     pytest.skip(_REASON, allow_module_level=True)
 
-from tests.helpers.processes import REPO, run_python  # noqa: E402
-
-SCRIPT = """
-    import contextlib, io, json, sys
-    sys.path.insert(0, {repo!r})
-    from tests.harness import activate
-    activate.prepare()
-    from trt_compat.__main__ import main
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        status = main(["--json"])
-    print(json.dumps({{"status": status, "report": json.loads(out.getvalue()),
-                      "imported": "torch_tensorrt" in sys.modules}}))
-"""
-
-# variable -> (a typo someone made, what the message must say: the variable and value, then the accepted values)
-TYPOS = {
-    "TRT_COMPAT_POOL_INDICES": ("gpu", ["TRT_COMPAT_POOL_INDICES='gpu'", "tensorrt, torch"]),
-    "TRT_COMPAT_AUDIT": ("value", ["TRT_COMPAT_AUDIT='value'", "values", "metadata,values", "all"]),
-}
+from tests.helpers.processes import cli_on_harness  # noqa: E402
+from tests.helpers.settings import TYPOS  # noqa: E402
 
 
 def report_with(**env):
     """(the CLI's status, its JSON report, whether torch_tensorrt is imported afterwards, its stderr)."""
-    done = run_python(SCRIPT.format(repo=str(REPO)), **env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return result["status"], result["report"], result["imported"], done.stderr
+    done = cli_on_harness("--json", **env)
+    return done["status"], done["result"], done["imported"], done["stderr"]
 
 
 def applied(report):

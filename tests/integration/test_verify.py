@@ -3,8 +3,6 @@ it, exactly as the compatibility matrix measures it, and trt_compat is left as i
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from tests.harness import activate
@@ -13,29 +11,12 @@ _REASON = activate.unavailable_reason()
 if _REASON:
     pytest.skip(_REASON, allow_module_level=True)
 
-from tests.helpers.processes import REPO, run_python  # noqa: E402
-
-SCRIPT = """
-    import contextlib, io, json, os, sys
-    sys.path.insert(0, {repo!r})
-    from tests.harness import activate
-    activate.prepare()
-    import trt_compat
-    from trt_compat.__main__ import main
-    {setup}
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        status = main(["verify", "--json"])
-    applied = [p.name for p in trt_compat.report().patches if p.state == "applied"]
-    print(json.dumps({{"status": status, "result": json.loads(out.getvalue()), "applied_after": applied}}))
-"""
+from tests.helpers.processes import cli_on_harness  # noqa: E402
 
 
 def run_verify(setup="", **env):
     """`trt-compat verify --json` in a fresh interpreter on the real wheel, after ``setup`` (one line of Python)."""
-    done = run_python(SCRIPT.format(repo=str(REPO), setup=setup), **env)
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return cli_on_harness("verify", "--json", setup=setup, **env)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import sys
 import pytest
 
 from tests.helpers.processes import clean_env, run_cli
+from tests.helpers.settings import TYPOS
 from trt_compat import _discovery
 
 
@@ -44,13 +45,6 @@ def test_disable_0_disables_nothing_and_is_no_error_in_strict_mode():
     report = json.loads(result.stdout)
     assert report["notes"] == [] and "disabled" not in {p["state"] for p in report["patches"]}
     assert "TRT_COMPAT_DISABLE" not in result.stderr
-
-
-# variable -> (a typo someone made, what the message must say: the variable, the value, the accepted values)
-TYPOS = {
-    "TRT_COMPAT_POOL_INDICES": ("gpu", ["TRT_COMPAT_POOL_INDICES='gpu'", "tensorrt, torch"]),
-    "TRT_COMPAT_AUDIT": ("value", ["TRT_COMPAT_AUDIT='value'", "values", "metadata,values", "all"]),
-}
 
 
 @pytest.mark.parametrize("variable", sorted(TYPOS))

@@ -3,12 +3,12 @@ No Torch-TensorRT: the installed version is faked and the real patches are repla
 """
 
 import logging
-import re
 import types
 
 import pytest
 
 import trt_compat
+from tests.helpers.settings import TYPOS
 from trt_compat import _config, _detect, _discovery, _engine, audit
 
 
@@ -141,37 +141,33 @@ def test_a_torch_tensorrt_without_metadata_is_reported_by_its_module_version(ins
     assert any("has no package metadata" in note for note in report.notes)
 
 
-# Each value is a typo someone made: the setting falls back, the problem names the variable, the value and the
-# accepted values, and strict mode raises it.
-BAD_SETTINGS = {
-    "TRT_COMPAT_POOL_INDICES": ("gpu", "TRT_COMPAT_POOL_INDICES='gpu' is not one of tensorrt, torch"),
-    "TRT_COMPAT_AUDIT": ("value", "TRT_COMPAT_AUDIT='value': 'value' is not an audit (accepted: "),
-}
-
-
-@pytest.mark.parametrize("variable", sorted(BAD_SETTINGS))
+# The setting falls back, the problem names the variable, the value and the accepted values, and strict mode raises it.
+@pytest.mark.parametrize("variable", sorted(TYPOS))
 def test_a_setting_not_understood_is_one_warning_a_note_and_the_fallback(installed, monkeypatch, caplog, variable):
     ran = installed()
-    value, problem = BAD_SETTINGS[variable]
+    value, said = TYPOS[variable]
     monkeypatch.setenv(variable, value)
     with caplog.at_level(logging.WARNING, logger="trt_compat"):
         report = _engine.apply_patches()
         _engine.build_report()
-    assert caplog.text.count(problem) == 1  # once, though the settings are read at every apply and report
-    assert [note for note in report.notes if problem in note], report.notes
+    notes = [note for note in report.notes if note.startswith(said[0])]
+    assert len(notes) == 1 and all(text in notes[0] for text in said), report.notes
+    assert caplog.text.count(notes[0]) == 1  # once, though the settings are read at every apply and report
     settings = {s.name: (s.value, s.source) for s in report.settings}
     assert settings["pool_indices"] == ("tensorrt", "default") and settings["audit"] == ("off", "default")
     assert "tuple_pooling" in ran
 
 
-@pytest.mark.parametrize("variable", sorted(BAD_SETTINGS))
+@pytest.mark.parametrize("variable", sorted(TYPOS))
 def test_a_setting_not_understood_is_an_error_in_strict_mode(installed, monkeypatch, variable):
     installed()
-    value, problem = BAD_SETTINGS[variable]
+    value, said = TYPOS[variable]
     monkeypatch.setenv(variable, value)
     monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
-    with pytest.raises(trt_compat.PatchError, match=re.escape(problem)):
+    with pytest.raises(trt_compat.PatchError) as raised:
         _engine.apply_patches()
+    assert str(raised.value).startswith(f"trt_compat (strict mode): {said[0]}")
+    assert all(text in str(raised.value) for text in said)
 
 
 def test_the_audit_problem_lists_every_accepted_spelling(monkeypatch):
