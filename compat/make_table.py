@@ -1,5 +1,6 @@
 """Render compat/results/<release>.json (written by the matrix, noxfile.py) as compat/TABLE.md, and the README's
-generated sections (the patch table and the compatibility matrix).
+generated sections (the patch table, the compatibility matrix, and the environment variables from
+trt_compat/_environment.py, which ``trt-compat --help`` renders too).
 
     python -m compat.make_table [--results compat/results] [--check]      (from the repository root)
 
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from tests.harness import releases
+from trt_compat import _environment as environment
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -255,6 +257,7 @@ def outputs(results: Dict[str, dict]) -> Dict[Path, str]:
     readme = (REPO / "README.md").read_text()
     readme = replace_section(readme, "patches", render_patches(results))
     readme = replace_section(readme, "compatibility", matrix)
+    readme = replace_section(readme, "environment", environment.markdown_table())
     return {HERE / "TABLE.md": "# Compatibility matrix\n\n" + matrix.replace("### ", "## "), REPO / "README.md": readme}
 
 

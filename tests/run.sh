@@ -8,8 +8,8 @@
 #    torch-tensorrt wheel and the torch it pins, under the offline harness (tests/harness/README.md); the unit
 #    tests again on that torch, then the integration tests against the real upstream compiler.
 #
-# Environments are kept in .venvs/ and reused; TRT_COMPAT_FREE_DISK=1 deletes each release's environment
-# after its tests (each takes 5-6 GB).
+# Environments are kept in .venvs/ (TRT_COMPAT_VENVS=DIR: in DIR) and reused; TRT_COMPAT_FREE_DISK=1 deletes each
+# release's environment after its tests (each takes 5-6 GB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

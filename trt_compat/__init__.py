@@ -37,10 +37,14 @@ def apply():
         # Also when it is in sys.modules: if another thread is still importing it, this waits for that import
         # to finish (whose hook then applies the patches) rather than patching a half-initialized package
         # while that thread's hook waits for trt_compat's lock.
-        import torch_tensorrt  # noqa: F401  (the post-import hook applies the patches)
+        with _engine.hook_errors_collected() as refused:
+            import torch_tensorrt  # noqa: F401  (the post-import hook applies the patches)
     except Exception as exc:  # not installed, blocked, or an install whose own import fails
         _engine.note_import_failure(exc)
+        _engine.check_settings()  # strict mode refuses a setting it cannot understand even with nothing to patch
         return _engine.build_report()
+    if refused:  # strict mode: torch_tensorrt imported, but trt_compat refuses what it could not do
+        raise refused[0]
     return _engine.apply_patches() if imported else _engine.build_report()
 
 
@@ -63,6 +67,8 @@ def report_dict():
 
 
 def is_applied(name):
+    """Whether patch ``name`` is in place (``"tuple_pooling"``, ``"Tuple-Pooling"``: spelled as for
+    TRT_COMPAT_DISABLE)."""
     from . import _engine
 
     return _engine.context_of(name) is not None

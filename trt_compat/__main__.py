@@ -11,24 +11,25 @@ DESCRIPTION = "Version-aware fixes for Torch-TensorRT compiler defects: what is 
 EPILOG = """\
 commands:
   report   (default) apply what this environment needs and print the report; exit 1 in strict mode when a needed
-           patch is not in place
+           patch is not in place or a setting is not understood
   verify   run each patch's own reproducer against the installed torch_tensorrt, without and with trt_compat;
-           exit 1 when a defect this release has is not fixed
+           exit 1 when a defect this release has is not fixed, or nothing could be verified
   demo     trt_compat's graph transformations on an embedded model (needs only torch)
 
-environment:
-  TRT_COMPAT_DISABLE       1, all or *: apply nothing; or a comma-separated list of patch names to skip
-  TRT_COMPAT_STRICT        1: raise trt_compat.PatchError instead of logging when a patch cannot be applied
-  TRT_COMPAT_AUDIT         1: check every lowering pass's meta['val'] against fake propagation
-  TRT_COMPAT_POOL_INDICES  tensorrt (default) or torch: where max-pool indices and unpooling are computed
+A reader that stops early (trt-compat | head -1) ends the output quietly; the exit status is the command's own.
+
 """
 
 
 def _parser(prog: str) -> argparse.ArgumentParser:
+    from ._environment import help_text
     from ._version import __version__
 
     parser = argparse.ArgumentParser(
-        prog=prog, description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog=prog,
+        description=DESCRIPTION,
+        epilog=EPILOG + help_text(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"trt_compat {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="{report,verify,demo}")
@@ -64,7 +65,59 @@ def _shadowed() -> str:
     return ""
 
 
+class _ReaderMayLeave:
+    """stdout for the command line, whose reader may stop reading early (``trt-compat | head -1``).
+
+    Then the rest of the output is dropped: no BrokenPipeError traceback, and the exit status stays the command's
+    own (what it found, not whether anyone read all of it), so ``set -o pipefail`` pipelines get the same answer
+    whoever reads the output.
+    """
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            _discard_output(self._stream)
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            _discard_output(self._stream)
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def _discard_output(stream) -> None:
+    """Point the stream's file descriptor at the null device (Python's recipe for a closed pipe): what it still
+    buffers, and Python's own flush of stdout at exit, then go nowhere instead of raising again."""
+    try:
+        descriptor = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not a file (a StringIO in tests): nothing is left to flush
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, descriptor)
+    finally:
+        os.close(null)
+
+
 def main(argv=None) -> int:
+    stdout = sys.stdout
+    sys.stdout = _ReaderMayLeave(stdout)
+    try:
+        return _run(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stdout = stdout
+
+
+def _run(argv) -> int:
     args = _parser(_program_name()).parse_args(argv)
     command = args.command or "report"
     problem = _shadowed()
@@ -99,7 +152,7 @@ def _report(as_json: bool) -> int:
         # torch_tensorrt prints some import problems to stdout; keep stdout for the report alone.
         with contextlib.redirect_stdout(sys.stderr):
             report = trt_compat.apply()
-    except trt_compat.PatchError as exc:  # strict mode: a patch failed, or torch_tensorrt failed to import
+    except trt_compat.PatchError as exc:  # strict mode: a patch or setting refused, or torch_tensorrt failed to import
         print(exc, file=sys.stderr)
         strict_failure = True
         report = trt_compat.report()

@@ -1,11 +1,15 @@
 """trt_compat's own settings, read from the environment each time they are needed (never cached across calls).
 
-TRT_COMPAT_DISABLE   "1", "all" or "*" disables every patch; otherwise a comma-separated list of patch names
-                     (case and "-" versus "_" do not matter; an unknown name is a warning, in strict mode an error).
+TRT_COMPAT_DISABLE   "1", "all" or "*" disables every patch; "0", "none", "false", "no", "off" or empty disables
+                     none; otherwise a comma-separated list of patch names (case and "-" versus "_" do not matter;
+                     an unknown name is a warning, in strict mode an error).
 TRT_COMPAT_STRICT    "1"/"true"/"yes"/"on": whatever trt_compat cannot do raises instead of being logged.
                      "0"/"false"/"no"/"off" or unset: off. Anything else counts as on, and is itself an error.
 
-Settings of single patches (e.g. TRT_COMPAT_POOL_INDICES) are declared by their patch (trt_compat.patching.Option).
+Settings of single patches (e.g. TRT_COMPAT_POOL_INDICES) are declared by their patch (trt_compat.patching.Option);
+the audits' TRT_COMPAT_AUDIT is read by trt_compat.audit. The engine gathers the problems of all of them into one
+Config (trt_compat._engine._configuration): each is logged once, shown in the report's notes, and in strict mode
+raised as trt_compat.PatchError.
 """
 
 import logging
@@ -18,7 +22,9 @@ STRICT_ENV = "TRT_COMPAT_STRICT"
 
 ON = ("1", "true", "yes", "on")
 OFF = ("0", "false", "no", "off")
-_ALL = ("1", "all", "*", "true", "yes", "on")
+DISABLE_ALL = ("1", "all", "*", "true", "yes", "on")
+# The spellings of "off" mean what they say: nothing disabled (not a patch called "0").
+DISABLE_NONE = OFF + ("none",)
 
 logger = logging.getLogger("trt_compat")
 
@@ -55,17 +61,24 @@ class Config:
         unknown = sorted(self.disabled - set(known))
         if not unknown:
             return self
-        problem = (
-            f"{DISABLE_ENV} names unknown patch(es) {', '.join(unknown)}; known: {', '.join(known)} "
-            "(or 1/all/* for every patch)"
+        return self.with_problems(
+            [
+                f"{DISABLE_ENV} names unknown patch(es) {', '.join(unknown)}; known: {', '.join(known)} "
+                "(or 1/all/* for every patch, 0/none for none)"
+            ]
         )
-        return Config(self.disable_all, self.disabled, self.strict, self.problems + (problem,))
+
+    def with_problems(self, problems: Iterable[str]) -> "Config":
+        """This configuration with ``problems`` added (empty strings, meaning "no problem", are left out)."""
+        added = tuple(problem for problem in problems if problem)
+        return Config(self.disable_all, self.disabled, self.strict, self.problems + added) if added else self
 
 
 def read_config() -> Config:
     raw = os.environ.get(DISABLE_ENV, "").strip()
-    disable_all = raw.lower() in _ALL
-    names = frozenset() if disable_all else frozenset(normalise_name(p) for p in raw.split(",") if p.strip())
+    disable_all = raw.lower() in DISABLE_ALL
+    listed = not disable_all and raw.lower() not in DISABLE_NONE
+    names = frozenset(normalise_name(p) for p in raw.split(",") if p.strip()) if listed else frozenset()
     strict, problem = read_switch(STRICT_ENV)
     return Config(disable_all=disable_all, disabled=names, strict=strict, problems=(problem,) if problem else ())
 

@@ -7,12 +7,13 @@ torch_tensorrt.
 
 import contextlib
 import logging
+import threading
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from . import _detect, _discovery
-from ._config import Config, read_config, warn_once
+from ._config import Config, normalise_name, read_config, warn_once
 from ._detect import release_of
 from ._discovery import Found
 from ._errors import PatchError, TargetChanged
@@ -64,6 +65,8 @@ class _Record:
 # with fresh ones apply() would patch a second time on top and revert() could no longer find the originals.
 _records: Dict[str, _Record] = globals().get("_records", {})
 _import_failure: Optional[str] = globals().get("_import_failure")
+# Per thread (the hook runs in the thread that imports torch_tensorrt): see hook_errors_collected.
+_importing_for_apply = globals().get("_importing_for_apply") or threading.local()
 
 
 def note_import_failure(exc: BaseException) -> None:
@@ -124,9 +127,29 @@ def _apply_one(
 
 
 def _configuration(found: List[Found]) -> Config:
-    config = read_config().check_names(f.name for f in found)
+    """The settings, with every one that cannot be understood as a problem: TRT_COMPAT_DISABLE's and
+    TRT_COMPAT_STRICT's, each patch option's and TRT_COMPAT_AUDIT's. Each problem is logged once."""
+    from . import audit
+
+    options = [option for entry in found if entry.usable for option in entry.patch.options]
+    config = (
+        read_config()
+        .check_names(f.name for f in found)
+        .with_problems([option.problem() for option in options] + [audit.environment_problem()])
+    )
     warn_once(config.problems)
     return config
+
+
+def check_settings() -> None:
+    """Strict mode: PatchError when a setting cannot be understood, also with no torch_tensorrt to patch."""
+    with _lock:
+        try:
+            found = _discovery.discover()
+        except Exception:  # a damaged install, which the report says; without the patches there is nothing to check
+            return
+        config = _configuration(found)
+    _raise_if_strict(list(config.problems), config)
 
 
 def apply_patches() -> Report:
@@ -159,7 +182,7 @@ def apply_patches() -> Report:
         _raise_if_strict(
             list(config.problems)
             + [
-                f"{name}: {record.state}: {record.reason}"
+                not_in_place(name, record.state, record.reason)
                 for name, record in _records.items()
                 if record.state in PROBLEM_STATES
             ],
@@ -199,6 +222,11 @@ def _audit_lifted() -> Iterator[None]:
         yield
     finally:
         audit.sync()
+
+
+def not_in_place(name: str, state: str, reason: str) -> str:
+    """What to say of a patch its release needs that is not in place (state: failed or skipped)."""
+    return f"patch {name} could not be applied: {state}: {reason}"
 
 
 def _raise_if_strict(problems: List[str], config: Config) -> None:
@@ -276,12 +304,24 @@ def _pending() -> Tuple[str, str]:
 
 
 def context_of(name: str) -> Any:
-    record = _records.get(name)
+    """The PatchContext of patch ``name`` while it is applied, else None; ``name`` is spelled as
+    TRT_COMPAT_DISABLE accepts it (case and "-" versus "_" do not matter)."""
+    record = _records.get(normalise_name(name))
     return record.context if record is not None else None
 
 
 def on_torch_tensorrt_imported(_module: ModuleType) -> None:
     """The post-import hook: apply; outside strict mode nothing escapes into the user's import."""
+    try:
+        _apply_on_import()
+    except PatchError as exc:
+        collected = getattr(_importing_for_apply, "errors", None)
+        if collected is None:  # the user's own `import torch_tensorrt`: strict mode raises out of it
+            raise
+        collected.append(exc)
+
+
+def _apply_on_import() -> None:
     try:
         apply_patches()
     except PatchError:
@@ -292,6 +332,23 @@ def on_torch_tensorrt_imported(_module: ModuleType) -> None:
             raise PatchError(
                 f"trt_compat (strict mode): unexpected error while patching torch_tensorrt: {type(exc).__name__}: {exc}"
             ) from exc
+
+
+@contextlib.contextmanager
+def hook_errors_collected() -> Iterator[List[PatchError]]:
+    """For ``trt_compat.apply()`` while it imports torch_tensorrt: a strict-mode PatchError of the post-import hook
+    is collected in the yielded list instead of raised out of the import.
+
+    Raised out of the import it would make Python drop the fully imported torch_tensorrt from sys.modules, and
+    apply() would report trt_compat's own refusal as "import torch_tensorrt failed"; apply() raises it once the
+    import is complete instead.
+    """
+    previous = getattr(_importing_for_apply, "errors", None)
+    _importing_for_apply.errors = collected = []
+    try:
+        yield collected
+    finally:
+        _importing_for_apply.errors = previous
 
 
 def find_option(name: str) -> Any:

@@ -8,7 +8,8 @@ graph is re-propagated on fake tensors from its inputs' ``meta['val']`` and ever
 disagrees (structure, shape or dtype) and did not already disagree before that pass is reported, naming pass, node,
 op and both values.
 
-**Value audit** (``TRT_COMPAT_AUDIT=values``; both audits: ``=metadata,values`` or ``=all``). A pass that changes
+**Value audit** (``TRT_COMPAT_AUDIT=values``; both audits: ``=metadata,values`` or ``=all``; a word not understood
+is ignored with a warning, in strict mode an error: it never switches on another audit). A pass that changes
 what the graph computes gives wrong numbers and no error. Every graph pass between the user's model and
 partitioning is wrapped: the passes the ``torch.compile`` backend's ``_pretraced_backend`` calls itself
 (:func:`backend_passes` finds them in each release's code: ``fold_get_attr_item_calls``, ``repair_input_aliasing``,
@@ -64,6 +65,8 @@ ENV = "TRT_COMPAT_AUDIT"
 METADATA = "metadata"
 VALUES = "values"
 MODES = (METADATA, VALUES)
+ALL = "all"
+ACCEPTED = f"{'/'.join(ON)} or {METADATA}; {VALUES}; {METADATA},{VALUES} or {ALL}; {'/'.join(OFF)} or empty for none"
 # Findings kept for findings(); a graph broken everywhere must not grow memory without bound.
 MAX_FINDINGS = 1000
 
@@ -138,30 +141,51 @@ _installed: List[Any] = globals().get("_installed", [])
 
 
 # -- switching ----------------------------------------------------------------------------------------------
-def _modes_from_environment() -> FrozenSet[str]:
+def _read_environment() -> Tuple[FrozenSet[str], Tuple[str, ...], str]:
+    """What TRT_COMPAT_AUDIT says: the audits it switches on, the words it understood, and the problem ("" if none).
+
+    A word not understood is ignored. It never switches an audit on: a typo of one audit must not run another
+    (``value`` is not the metadata audit), and an audit nobody asked for slows every compile and, in strict mode,
+    raises out of passes. The rest of the list still counts.
+    """
     raw = os.environ.get(ENV, "").strip()
-    found = set()
+    found, understood, unknown = set(), [], []
     for word in (part.strip().lower() for part in raw.split(",")):
-        if not word or word in OFF:
+        if not word:
             continue
         if word in ON or word == METADATA:
             found.add(METADATA)
         elif word == VALUES:
             found.add(VALUES)
-        elif word == "all":
+        elif word == ALL:
             found.update(MODES)
-        else:
-            # As for every switch of trt_compat: a value not understood counts as on (here: the metadata audit).
-            warn_once([f"{ENV}={raw!r}: {word!r} is not one of {', '.join(ON + MODES)}, all; auditing metadata"])
-            found.add(METADATA)
-    return frozenset(found)
+        elif word not in OFF:
+            unknown.append(word)
+            continue
+        understood.append(word)
+    problem = ""
+    if unknown:
+        audits = "+".join(m for m in MODES if m in found) or "none"
+        problem = (
+            f"{ENV}={raw!r}: {', '.join(map(repr, unknown))} is not an audit (accepted: {ACCEPTED}); ignored, "
+            f"audits on: {audits}"
+        )
+    return frozenset(found), tuple(understood), problem
+
+
+def environment_problem() -> str:
+    """What in TRT_COMPAT_AUDIT cannot be understood, with the accepted values; "" when all of it can."""
+    return _read_environment()[2]
 
 
 def modes() -> FrozenSet[str]:
     """The audits switched on: a subset of {"metadata", "values"}."""
     if _api_switch is not None:
         return _api_switch
-    return _modes_from_environment()
+    found, _, problem = _read_environment()
+    if problem:
+        warn_once([problem])
+    return found
 
 
 def is_enabled() -> bool:
@@ -174,9 +198,11 @@ def mode() -> str:
 
 
 def mode_source() -> str:
+    """Where the audits in force come from: "python", "environment", or "default" (also when nothing in
+    TRT_COMPAT_AUDIT is understood)."""
     if _api_switch is not None:
         return "python"
-    return "environment" if os.environ.get(ENV, "").strip() else "default"
+    return "environment" if _read_environment()[1] else "default"
 
 
 def _checked(which: Tuple[str, ...]) -> FrozenSet[str]:

@@ -17,7 +17,6 @@ the old list while another thread applies or reverts a patch runs each of its pa
 
 import functools
 import importlib
-import logging
 import os
 import re
 import sys
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, Dict, FrozenSet, List, NamedTuple, Optional, Tuple
 
+from ._config import warn_once
 from ._errors import NotApplicable, PatchError, TargetChanged
 
 __all__ = [
@@ -45,8 +45,6 @@ __all__ = [
     "torch_executed_ops",
     "WRITES_KEPT_OUTSIDE",
 ]
-
-logger = logging.getLogger("trt_compat")
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _RELEASE = re.compile(r"^[0-9]+(\.[0-9]+){1,2}$")
@@ -88,7 +86,6 @@ class Defect:
 
 # Values set from Python, by environment variable name; kept across importlib.reload of this module.
 _option_overrides: Dict[str, str] = globals().get("_option_overrides", {})
-_option_warned: set = globals().get("_option_warned", set())
 
 
 class Option:
@@ -126,16 +123,17 @@ class Option:
             return self.check(raw)
         except ValueError:
             # A typo in the environment must not break the program that compiles: say so (once), use the default.
-            if (self.env, raw) not in _option_warned:
-                _option_warned.add((self.env, raw))
-                logger.warning(
-                    "trt_compat: ignoring %s=%r (expected one of %s); using %r",
-                    self.env,
-                    raw,
-                    ", ".join(self.choices),
-                    self.default,
-                )
+            # Strict mode turns the same problem into an error when patches are applied (the engine asks problem()).
+            warn_once([self.problem()])
             return self.default
+
+    def problem(self) -> str:
+        """Why the environment's value cannot be used, with the accepted values; "" when it can, when it is unset,
+        or when set() decides instead."""
+        raw = os.environ.get(self.env, "").strip()
+        if self.env in _option_overrides or not raw or raw.lower() in self.choices:
+            return ""
+        return f"{self.env}={raw!r} is not one of {', '.join(self.choices)}; using the default {self.default!r}"
 
     def source(self) -> str:
         """Where the value in force comes from: "python", "environment" or "default"."""

@@ -13,10 +13,13 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, List, Optional
 
+from ._report import APPLIED, DISABLED
+
 PRESENT = "present"
 ABSENT = "absent"
 NOT_APPLICABLE = "n/a"
 ERROR = "error"
+NOT_RUN = "not run"
 
 
 @dataclass
@@ -33,6 +36,7 @@ class DefectResult:
     patch: str
     without: Outcome
     with_trt_compat: Outcome
+    patch_state: str = ""  # the patch's state in the report (applied, disabled, skipped, ...) for the "with" run
 
     @property
     def ok(self) -> bool:
@@ -47,7 +51,13 @@ class DefectResult:
             return "n/a (not in this release)"
         if self.without.status == ABSENT:
             return "absent" if self.ok else f"{self.with_trt_compat.status} with trt_compat"
-        return "fixed" if self.ok else "NOT FIXED"
+        if self.ok:
+            return "fixed"
+        if self.patch_state == DISABLED:
+            return "NOT FIXED: patch disabled by TRT_COMPAT_DISABLE"
+        if self.patch_state not in ("", APPLIED):
+            return f"NOT FIXED: patch {self.patch_state} (see problems)"
+        return "NOT FIXED"
 
 
 @dataclass
@@ -58,14 +68,27 @@ class VerifyReport:
     problems: List[str] = field(default_factory=list)  # why verify could not run at all, or patch problems
 
     @property
+    def verified(self) -> bool:
+        """Whether any reproducer ran (not when torch-tensorrt is missing or cannot be imported)."""
+        return bool(self.defects)
+
+    @property
     def ok(self) -> bool:
-        return not self.problems and all(result.ok for result in self.defects)
+        return self.verified and not self.problems and all(result.ok for result in self.defects)
+
+    @property
+    def conclusion(self) -> str:
+        if not self.verified:
+            return "NOTHING VERIFIED: " + ("; ".join(self.problems) or "no patch declares a defect")
+        return "all defects fixed" if self.ok else "NOT ALL DEFECTS FIXED (see above)"
 
     def to_dict(self) -> dict:
         return {
             "versions": self.versions,
             "mode": self.mode,
             "ok": self.ok,
+            "verified": self.verified,
+            "conclusion": self.conclusion,
             "problems": self.problems,
             "defects": [dict(asdict(r), verdict=r.verdict) for r in self.defects],
         }
@@ -89,8 +112,9 @@ class VerifyReport:
             ]
             if details:
                 lines += ["", "details:"] + [f"  {key} ({side} trt_compat): {detail}" for key, side, detail in details]
-        lines += [f"problem: {problem}" for problem in self.problems]
-        lines += ["", "all defects fixed" if self.ok else "NOT ALL DEFECTS FIXED (see above)"]
+            lines += [f"problem: {problem}" for problem in self.problems]
+            lines.append("")
+        lines.append(self.conclusion)  # with nothing verified, the problems are its reason
         return "\n".join(lines)
 
 
@@ -117,24 +141,28 @@ def verify() -> VerifyReport:
     """Run every defect's reproducer without and with trt_compat; trt_compat is applied again afterwards."""
     import trt_compat
 
-    from . import _discovery
+    from . import _discovery, _engine
     from ._detect import installed_versions
 
     versions = installed_versions()
-    report = VerifyReport(versions, "not run")
+    report = VerifyReport(versions, NOT_RUN)
     if versions["torch_tensorrt"] is None:
         report.problems.append("torch-tensorrt is not installed: there is nothing to verify")
         return report
+    refused = ""
     try:
         applied = trt_compat.apply()
-    except trt_compat.PatchError as exc:  # strict mode; the report below still says what is in place
-        report.problems.append(str(exc))
+    except trt_compat.PatchError as exc:  # strict mode refused something; the reproducers still run if they can
+        refused = str(exc)
         applied = trt_compat.report()
     if sys.modules.get("torch_tensorrt") is None:
         reasons = {p.reason for p in applied.patches if p.reason.startswith("import torch_tensorrt failed")}
-        report.problems.append(next(iter(reasons), "torch_tensorrt cannot be imported"))
+        report.problems.append(next(iter(reasons), refused or "torch_tensorrt cannot be imported"))
         return report
-    report.problems += [f"{p.name}: {p.state}: {p.reason}" for p in applied.failed]
+    if refused:  # it names every patch not in place, and any setting strict mode refuses
+        report.problems.append(f"import torch_tensorrt succeeded, but {refused}")
+    else:
+        report.problems += [_engine.not_in_place(p.name, p.state, p.reason) for p in applied.failed]
     from .probing import Probe
 
     probe = Probe()
@@ -151,10 +179,14 @@ def verify() -> VerifyReport:
         trt_compat.revert()
         without = [_run(defect.check, probe) for _, defect in defects]
     finally:
-        trt_compat.apply()
+        try:
+            applied = trt_compat.apply()
+        except trt_compat.PatchError:  # strict mode refuses again what is already in the problems
+            applied = trt_compat.report()
     with_ = [_run(defect.check, probe) for _, defect in defects]
+    states = {p.name: p.state for p in applied.patches}
     report.defects = [
-        DefectResult(defect.key, defect.title, name, before, after)
+        DefectResult(defect.key, defect.title, name, before, after, states.get(name, ""))
         for (name, defect), before, after in zip(defects, without, with_)
     ]
     return report

@@ -20,7 +20,7 @@ import pytest
 import torch
 from trt_compat.patches.view_to_reshape_metadata import replace_views_with_reshapes
 
-from trt_compat import audit, testing
+from trt_compat import _config, audit, testing
 
 
 class Views(torch.nn.Module):
@@ -294,11 +294,25 @@ def test_audits_chosen_in_the_environment(monkeypatch, raw, modes):
     assert audit.mode() == ("+".join(m for m in audit.MODES if m in modes) or "off")
 
 
-def test_an_unknown_environment_value_audits_metadata_and_says_so(monkeypatch, caplog):
+@pytest.mark.parametrize(
+    "raw, modes, bad",
+    [
+        ("value", set(), "'value'"),
+        ("metadata,value", {"metadata"}, "'value'"),
+        ("valuez, VALUES", {"values"}, "'valuez'"),
+    ],
+)
+def test_an_unknown_audit_word_switches_no_audit_on(monkeypatch, caplog, raw, modes, bad):
+    """A typo of one audit must not run another: the word is ignored, the rest of the list counts."""
     monkeypatch.setattr(audit, "_api_switch", None)
-    monkeypatch.setenv("TRT_COMPAT_AUDIT", "valuez")
-    assert audit.modes() == {"metadata"}
-    assert "TRT_COMPAT_AUDIT='valuez'" in caplog.text
+    monkeypatch.setattr(_config, "_warned", set())
+    monkeypatch.setenv("TRT_COMPAT_AUDIT", raw)
+    with caplog.at_level(logging.WARNING, logger="trt_compat"):
+        assert audit.modes() == modes
+        assert audit.modes() == modes
+    problem = audit.environment_problem()
+    assert f"{bad} is not an audit" in problem and problem.endswith(f"audits on: {'+'.join(modes) or 'none'}")
+    assert caplog.text.count(problem) == 1
 
 
 def test_python_switch_chooses_audits_and_rejects_unknown_ones():

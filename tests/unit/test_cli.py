@@ -4,7 +4,10 @@ import json
 import subprocess
 import sys
 
-from tests.helpers.processes import run_cli
+import pytest
+
+from tests.helpers.processes import clean_env, run_cli
+from tests.helpers.settings import TYPOS
 from trt_compat import _discovery
 
 
@@ -36,6 +39,75 @@ def test_disabled_patches_are_reported_as_disabled():
     assert states["view_to_reshape_metadata"] != "disabled"
 
 
+def test_disable_0_disables_nothing_and_is_no_error_in_strict_mode():
+    result = run_cli("--json", TRT_COMPAT_DISABLE="0", TRT_COMPAT_STRICT="1")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["notes"] == [] and "disabled" not in {p["state"] for p in report["patches"]}
+    assert "TRT_COMPAT_DISABLE" not in result.stderr
+
+
+@pytest.mark.parametrize("variable", sorted(TYPOS))
+def test_strict_report_exits_1_naming_a_setting_it_cannot_understand(variable):
+    value, said = TYPOS[variable]
+    result = run_cli(TRT_COMPAT_STRICT="1", **{variable: value})
+    assert result.returncode == 1, result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("trt_compat (strict mode): ")]
+    assert error and all(text in error[0] for text in said), result.stderr
+
+
+@pytest.mark.parametrize("variable", sorted(TYPOS))
+def test_report_warns_once_notes_and_falls_back_on_a_setting_it_cannot_understand(variable):
+    value, said = TYPOS[variable]
+    result = run_cli("--json", **{variable: value})
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(said[0]) == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert [note for note in report["notes"] if said[0] in note], report["notes"]
+    settings = {s["name"]: s["value"] for s in report["settings"]}
+    assert settings["audit"] == "off" and settings["pool_indices"] == "tensorrt"
+
+
+def closed_early(*args, read_lines=0):
+    """Run ``python -m trt_compat args`` with its stdout a real pipe that this side closes after reading
+    ``read_lines`` lines (0: before the command writes anything); its exit status and stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trt_compat", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
+    for _ in range(read_lines):
+        process.stdout.readline()
+    process.stdout.close()
+    return process.wait(timeout=300), process.stderr.read()
+
+
+# The status each command has when its output is read to the end (verify: nothing verified without torch-tensorrt).
+@pytest.mark.parametrize("args, status", [((), 0), (("--json",), 0), (("verify",), 1), (("--help",), 0)])
+def test_a_reader_gone_before_the_output_gets_no_traceback_and_the_commands_own_status(args, status):
+    for _ in range(2):  # the reader is gone before anything is written: every run meets the closed pipe
+        closed_status, stderr = closed_early(*args)
+        assert (closed_status, "BrokenPipeError" in stderr, "Traceback" in stderr) == (status, False, False), stderr
+
+
+def test_head_1_gets_the_first_line_and_no_traceback():
+    """`trt-compat | head -1` itself: whether the report is written before head exits varies from run to run."""
+    for _ in range(3):
+        closed_status, stderr = closed_early(read_lines=1)
+        assert (closed_status, "BrokenPipeError" in stderr, "Traceback" in stderr) == (0, False, False), stderr
+    done = subprocess.run(
+        ["bash", "-c", f"set -o pipefail; {sys.executable} -m trt_compat | head -1"],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("torch-tensorrt "), done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_demo_runs_its_checks_on_the_embedded_model():
     from trt_compat.demo import run_demo
 
@@ -46,8 +118,6 @@ def test_strict_report_fails_when_torch_tensorrt_cannot_be_imported():
     import importlib.util
 
     if importlib.util.find_spec("torch_tensorrt") is None:
-        import pytest
-
         pytest.skip("needs an installed torch_tensorrt whose import fails (the harness venvs without the harness)")
     result = run_cli("--json", TRT_COMPAT_STRICT="1")
     assert result.returncode == 1
@@ -86,21 +156,20 @@ def test_gpu_tier_without_a_gpu_is_one_skipped_test_and_success():
     assert "1 skipped" in done.stdout and "GPU tier not runnable here" in done.stdout, done.stdout[-2000:]
 
 
-def test_console_script_help_names_itself_and_the_environment():
-    from tests.helpers.processes import run_cli
+def test_console_script_help_names_itself_and_documents_every_variable_as_the_readme_does():
+    from trt_compat import _environment
 
     done = run_cli("--help")
     assert done.returncode == 0
-    for text in (
-        "usage: python -m trt_compat",
-        "verify",
-        "demo",
-        "TRT_COMPAT_DISABLE",
-        "TRT_COMPAT_STRICT",
-        "TRT_COMPAT_AUDIT",
-        "TRT_COMPAT_POOL_INDICES",
-    ):
+    for text in ("usage: python -m trt_compat", "verify", "demo"):
         assert text in done.stdout, text
+    # The README's table is rendered from the same rows (tests/unit/test_docs.py checks it is current).
+    shown = " ".join(done.stdout.split())
+    for variable in _environment.VARIABLES:
+        assert f" {variable.name} " in shown
+        assert " ".join(variable.text.replace("`", "").split()) in shown, variable.name
+    for spelling in ("metadata,values", "all", "1/true/yes/on", "0/false/no/off", "none"):
+        assert spelling in shown, spelling
     from trt_compat.__main__ import _parser
 
     assert _parser("trt-compat").format_usage().startswith("usage: trt-compat")

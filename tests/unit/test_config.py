@@ -8,7 +8,8 @@ import types
 import pytest
 
 import trt_compat
-from trt_compat import _config, _detect, _discovery, _engine
+from tests.helpers.settings import TYPOS
+from trt_compat import _config, _detect, _discovery, _engine, audit
 
 
 @pytest.fixture
@@ -34,7 +35,8 @@ def installed(monkeypatch):
         ]
         monkeypatch.setattr(_discovery, "_found", stubs)
         monkeypatch.setattr(_config, "_warned", set())
-        for name in ("TRT_COMPAT_DISABLE", "TRT_COMPAT_STRICT"):
+        monkeypatch.setattr(audit, "_api_switch", None)  # as if no test had switched the audit from Python
+        for name in ("TRT_COMPAT_DISABLE", "TRT_COMPAT_STRICT", "TRT_COMPAT_AUDIT", "TRT_COMPAT_POOL_INDICES"):
             monkeypatch.delenv(name, raising=False)
         return ran
 
@@ -50,6 +52,16 @@ def test_patch_names_in_disable_ignore_case_and_dashes(installed, monkeypatch, s
     installed()
     monkeypatch.setenv("TRT_COMPAT_DISABLE", spelling)
     assert states(_engine.apply_patches())["tuple_pooling"] == "disabled"
+
+
+@pytest.mark.parametrize("value", ["0", "none", "false", "no", "off", "", " None ", "OFF"])
+def test_the_spellings_of_off_in_disable_disable_nothing_even_in_strict_mode(installed, monkeypatch, value):
+    ran = installed()
+    monkeypatch.setenv("TRT_COMPAT_DISABLE", value)
+    monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
+    report = _engine.apply_patches()  # strict mode: would raise if the value were taken for a patch name
+    assert "disabled" not in states(report).values() and report.notes == []
+    assert "tuple_pooling" in ran
 
 
 def test_an_unknown_name_in_disable_is_a_warning_naming_the_known_ones(installed, monkeypatch, caplog):
@@ -105,10 +117,7 @@ def test_an_epoch_version_is_not_mistaken_for_a_tested_release(installed):
 
 
 def test_the_report_shows_the_settings_in_force(installed, monkeypatch):
-    from trt_compat import audit
-
     installed()
-    monkeypatch.setattr(audit, "_api_switch", None)  # as if no test had switched the audit from Python
     monkeypatch.setenv("TRT_COMPAT_POOL_INDICES", "torch")
     report = _engine.build_report()
     settings = {s.name: (s.value, s.source) for s in report.settings}
@@ -130,3 +139,39 @@ def test_a_torch_tensorrt_without_metadata_is_reported_by_its_module_version(ins
     report = _engine.apply_patches()
     assert report.versions["torch_tensorrt"] == "2.5.0" and "tuple_pooling" in ran
     assert any("has no package metadata" in note for note in report.notes)
+
+
+# The setting falls back, the problem names the variable, the value and the accepted values, and strict mode raises it.
+@pytest.mark.parametrize("variable", sorted(TYPOS))
+def test_a_setting_not_understood_is_one_warning_a_note_and_the_fallback(installed, monkeypatch, caplog, variable):
+    ran = installed()
+    value, said = TYPOS[variable]
+    monkeypatch.setenv(variable, value)
+    with caplog.at_level(logging.WARNING, logger="trt_compat"):
+        report = _engine.apply_patches()
+        _engine.build_report()
+    notes = [note for note in report.notes if note.startswith(said[0])]
+    assert len(notes) == 1 and all(text in notes[0] for text in said), report.notes
+    assert caplog.text.count(notes[0]) == 1  # once, though the settings are read at every apply and report
+    settings = {s.name: (s.value, s.source) for s in report.settings}
+    assert settings["pool_indices"] == ("tensorrt", "default") and settings["audit"] == ("off", "default")
+    assert "tuple_pooling" in ran
+
+
+@pytest.mark.parametrize("variable", sorted(TYPOS))
+def test_a_setting_not_understood_is_an_error_in_strict_mode(installed, monkeypatch, variable):
+    installed()
+    value, said = TYPOS[variable]
+    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
+    with pytest.raises(trt_compat.PatchError) as raised:
+        _engine.apply_patches()
+    assert str(raised.value).startswith(f"trt_compat (strict mode): {said[0]}")
+    assert all(text in str(raised.value) for text in said)
+
+
+def test_the_audit_problem_lists_every_accepted_spelling(monkeypatch):
+    monkeypatch.setenv("TRT_COMPAT_AUDIT", "value")
+    problem = audit.environment_problem()
+    for spelling in ("1/true/yes/on", "metadata", "values", "metadata,values", "all", "0/false/no/off"):
+        assert spelling in problem, spelling

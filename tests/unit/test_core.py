@@ -190,5 +190,29 @@ def test_strict_mode_raises_for_skipped_patches_and_default_mode_does_not(monkey
 
     monkeypatch.setattr(_engine, "_records", {})
     monkeypatch.setenv("TRT_COMPAT_STRICT", "1")
-    with pytest.raises(PatchError, match="p: skipped: target changed: construct_submodule_inputs moved"):
+    with pytest.raises(
+        PatchError, match="patch p could not be applied: skipped: target changed: construct_submodule_in"
+    ):
         _engine.apply_patches()
+
+
+@pytest.mark.parametrize("spelling", ["two_words", "two-words", "Two-Words", " TWO_WORDS "])
+def test_is_applied_and_get_original_accept_every_spelling_disable_accepts(monkeypatch, spelling):
+    import trt_compat
+
+    target = types.ModuleType("fake_target")
+    target.fn = original_function
+    two_words = Patch("two_words", "t", None, first_affected="2.2", fixed_in=None, why="")
+
+    def apply(ctx):
+        ctx.wrap_function(target, "fn", lambda wrapped, instance, args, kwargs: wrapped(*args, **kwargs))
+
+    monkeypatch.setattr(_engine, "_records", {})
+    module = types.SimpleNamespace(PATCH=two_words, apply=apply)
+    monkeypatch.setattr(_discovery, "_found", [_discovery.Found("two_words", two_words, module)])
+    monkeypatch.setattr(_detect, "target_version", lambda: ("2.4.0", "metadata"))
+    _engine.apply_patches()
+    assert trt_compat.is_applied(spelling)
+    assert trt_compat.get_original(spelling, "fake_target.fn") is original_function
+    trt_compat.revert()
+    assert not trt_compat.is_applied(spelling) and target.fn is original_function

@@ -100,7 +100,7 @@ def test_strict_mode_names_the_broken_modules(scratch_patches, monkeypatch):
     with pytest.raises(trt_compat.PatchError) as raised:
         _engine.apply_patches()
     message = str(raised.value)
-    assert all(f"{name}: failed: " in message for name in BROKEN), message
+    assert all(f"patch {name} could not be applied: failed: " in message for name in BROKEN), message
 
 
 def test_a_module_imported_before_a_reload_of_the_api_is_still_a_patch():

@@ -20,6 +20,7 @@ from trt_compat.patches import tuple_pooling as tp
 
 import trt_compat
 from tests.helpers.pooling import ADAPTIVE_MAX_POOL, INF, MAX_POOL_WITH_INDICES, NAN, assert_bit_identical, call_nodes
+from trt_compat import _config
 
 aten = torch.ops.aten
 CONVERTIBLE = {
@@ -339,6 +340,7 @@ def test_property_adaptive_indices_bit_identical(case):
 @pytest.fixture
 def clean_switch(monkeypatch):
     monkeypatch.delenv(tp.POOL_INDICES.env, raising=False)
+    monkeypatch.setattr(_config, "_warned", set())  # each problem is logged once per process
     trt_compat.set_pool_indices(None)
     yield monkeypatch
     trt_compat.set_pool_indices(None)
