@@ -1023,16 +1023,18 @@ def _drop_detach(graph: torch.fx.Graph) -> None:
             graph.erase_node(node)
 
 
-def write_back(compiled: Optional[Callable], plan: WriteBack) -> Callable:
-    """Call ``compiled`` (the rewritten graph, compiled), put the updates into the caller's tensors and the
-    attributes (replayed, or copied back whole), and return the original graph's outputs."""
+def write_back(compiled: Optional[Callable], plan: WriteBack, dropped: Tuple[int, ...] = ()) -> Callable:
+    """Call ``compiled`` (the rewritten graph, compiled) without the arguments at positions ``dropped`` (inputs the
+    backend erased from the graph), put the updates into the caller's tensors and the attributes (replayed, or
+    copied back whole), and return the original graph's outputs."""
     attributes, replay, start = plan.attributes, plan.replay, plan.returned_from
     if replay is not None:
         check, write = replay.program(check_only=True), replay.program(check_only=False)
         replayed_index = {node: index for index, node in enumerate(replay.nodes)}
 
     def run_and_write_back(*args: Any) -> Any:
-        outputs = compiled(*args, *attributes) if plan.compile else ()
+        passed = [value for position, value in enumerate(args) if position not in dropped] if dropped else args
+        outputs = compiled(*passed, *attributes) if plan.compile else ()
         if replay is not None:
             returned = tuple(outputs[start:])
             check(args, attributes, returned)  # raises before the first write for a bad index
@@ -1134,27 +1136,32 @@ def compile_keeping_mutations(
             else f"its new value is copied back after each call ({why_not})",
         )
     rewritten, plan = return_updated_inputs(gm, mutations, replay)
-    compiled = None
-    if plan.compile:
-        compiled = backend(rewritten, list(sample_inputs) + list(plan.attributes), *args, **kwargs)
-        if compiled is rewritten and not _reads_inputs_through_clones(rewritten, mutations):
-            # Upstream fell back to running the graph in PyTorch before inserting its clones: it writes the caller's
-            # tensors itself, as eager does, and replaying or copying on top would write twice.
-            logger.info("trt_compat: the backend runs the graph in PyTorch on the caller's tensors; it runs as is")
-            return gm
-    return write_back(compiled, plan)
+    if not plan.compile:
+        return write_back(None, plan)
+    names = [node.name for node in _placeholders(rewritten)]
+    compiled = backend(rewritten, list(sample_inputs) + list(plan.attributes), *args, **kwargs)
+    if compiled is rewritten and not _reads_inputs_through_clones(rewritten, rewritten.meta[WRITES_KEPT_OUTSIDE]):
+        # Upstream fell back to running the graph in PyTorch before inserting its clones: it writes the caller's
+        # tensors itself, as eager does, and replaying or copying on top would write twice.
+        logger.info("trt_compat: the backend runs the graph in PyTorch on the caller's tensors; it runs as is")
+        return gm
+    # 2.4/2.5's backend erases the unused SymInt placeholders of the graph it gets (remove_sym_nodes, in place), and
+    # its compiled module takes only the rest. Dynamo sees that on its own graph (which is why it reads the
+    # placeholders again after compiling), but here the backend changed the copy: Dynamo still passes an argument
+    # for every placeholder of its graph, so those of the erased ones are dropped (the campaign found it, 2.5.0).
+    left = {node.name for node in _placeholders(rewritten)}
+    return write_back(
+        compiled, plan, tuple(i for i, name in enumerate(names[: len(sample_inputs)]) if name not in left)
+    )
 
 
-def _reads_inputs_through_clones(rewritten: GraphModule, mutations: Sequence[Mutation]) -> bool:
-    """Whether every updated input of ``rewritten`` is read only by an ``aten.clone`` (upstream's
+def _reads_inputs_through_clones(rewritten: GraphModule, updated: FrozenSet[str]) -> bool:
+    """Whether every updated input of ``rewritten`` (by name) is read only by an ``aten.clone`` (upstream's
     ``repair_input_aliasing``), so that running the graph writes clones, never the caller's tensors."""
-    placeholders = _placeholders(rewritten)
-    lifted = sum(1 for m in mutations if m.target.op == "get_attr")
-    updated = [placeholders[m.position] for m in mutations if m.target.op == "placeholder"]
-    updated += placeholders[len(placeholders) - lifted :] if lifted else []
     return all(
         user.op == "call_function" and user.target is torch.ops.aten.clone.default
-        for node in updated
+        for node in _placeholders(rewritten)
+        if node.name in updated
         for user in node.users
     )
 
