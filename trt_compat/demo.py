@@ -6,14 +6,16 @@ a clearly named stand-in for upstream's behaviour (its ``WITHOUT`` checks: the s
 from eager), runs trt_compat's own transformation and compares the result with eager PyTorch bit for bit (its
 ``WITH`` checks). The demo finds the patches as the rest of trt_compat does, runs every ``demonstrate`` (a new patch
 needs no change here), lists the patches without one (their defects need Torch-TensorRT itself: ``trt-compat
-verify``) and prints the report for this environment. Exit status 1 if a check fails. ``--json`` carries the checks
-and the patches not demonstrated.
+verify``), applies what this environment needs as ``trt-compat`` does, prints the report and ends with the verdict:
+one line to act on. Exit status 1 if a check fails. ``--json`` carries the checks, the patches not demonstrated, the
+report and the verdict.
 
 What demonstrations share lives here: :class:`Check`, and the embedded model that trips Torch-TensorRT
 (``DefaultModel``: a SqueezeNet-style ``MaxPool2d(3, 2, ceil_mode=True)``, a SegNet-style pool whose indices feed
 ``MaxUnpool2d``, a head with two views where the later view is consumed first).
 """
 
+import contextlib
 import json
 import operator
 import sys
@@ -29,6 +31,7 @@ with warnings.catch_warnings():
     from torch import nn
 
 from . import _detect, _discovery
+from ._report import APPLIED, DISABLED, NOT_INSTALLED, PENDING, Report
 
 WITHOUT = "without"  # a check on the stand-in for upstream's behaviour: it shows the defect
 WITH = "with"  # a check on trt_compat's result: exact
@@ -196,6 +199,96 @@ def run_demonstrations(say: Callable[[str], None]) -> Tuple[List[Check], List[No
     return checks, missing
 
 
+def _applied_report() -> Tuple[Report, str]:
+    """What ``trt-compat`` reports: the report after applying what this environment needs, and strict mode's
+    refusal ("" when none)."""
+    import trt_compat
+
+    try:
+        # torch_tensorrt prints some import problems to stdout; keep stdout for the demo alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            return trt_compat.apply(), ""
+    except trt_compat.PatchError as exc:
+        return trt_compat.report(), str(exc)
+
+
+def needed_patches(report: Report) -> List[str]:
+    """The patches the installed release needs, disabled or not (none when torch-tensorrt is not installed)."""
+    release = _detect.release_of(report.versions.get("torch_tensorrt"))
+    if release is None:
+        return []
+    return [found.name for found in _discovery.discover() if found.usable and found.patch.needed_on(release)]
+
+
+def verdict(checks: List[Check], report: Report, needed: Collection[str], refusal: str = "") -> str:
+    """One line a user can act on: whatever is wrong first (a check that failed, a patch this environment needs
+    that is not in place), then what was shown, what this environment needs and the command to run next."""
+    torch_version = report.versions.get("torch") or "?"
+    said: List[str] = []
+    wrong = sorted({c.patch for c in checks if not c.ok and c.side == WITH})
+    unshown = sorted({c.patch for c in checks if not c.ok and c.side == WITHOUT} - set(wrong))
+    if wrong:
+        said.append(
+            f"FAILED: trt_compat's fix differs from eager on torch {torch_version} ({', '.join(wrong)}): set "
+            f"TRT_COMPAT_DISABLE={','.join(wrong)} and report the output above"
+        )
+    if unshown:
+        said.append(
+            f"NOT SHOWN: the stand-in for upstream no longer shows the defect on torch {torch_version} "
+            f"({', '.join(unshown)}), so that demonstration proves nothing here: report the output above"
+        )
+    if refusal:
+        said.append(refusal)
+    problem, status = _environment(report, needed)
+    if problem:
+        said.append(problem)
+    if not (wrong or unshown):
+        shown = len({c.patch for c in checks})
+        said.append(
+            f"every transformation checked here is exact ({_counted(len(checks), 'check', 'checks')} of "
+            f"{_counted(shown, 'patch', 'patches')})"
+        )
+    said.append(status)
+    return "verdict: " + "; ".join(said)
+
+
+def _counted(number: int, one: str, more: str) -> str:
+    return f"{number} {one if number == 1 else more}"
+
+
+def _environment(report: Report, needed: Collection[str]) -> Tuple[str, str]:
+    """What is wrong with this environment's patches ("" when nothing), and its state with the command to run."""
+    version = report.versions.get("torch_tensorrt")
+    verify = "`trt-compat verify`"
+    if version is None or all(p.state == NOT_INSTALLED for p in report.patches):
+        return "", (
+            f"torch-tensorrt is not installed: install it next to trt_compat and run {verify}, which reproduces each "
+            "defect on that release without and with trt_compat"
+        )
+    release = f"torch-tensorrt {version}"
+    if report.release_status == "untested":
+        release += f" (newer than the tested releases, up to {report.newest_tested})"
+    needs = f"{release} needs {len(needed)} of the {len(report.patches)} patches"
+    pending = [p for p in report.patches if p.state == PENDING]
+    if pending:
+        return f"NOTHING PATCHED: {needs}, but {pending[0].reason}", f"fix that, then run {verify}"
+    states = {p.name: p.state for p in report.patches}
+    failed = [p.name for p in report.failed]
+    missing = [f"{p.name} {p.state}" for p in report.failed] + [
+        f"{name} disabled by TRT_COMPAT_DISABLE" if states.get(name) == DISABLED else f"{name} {states.get(name)}"
+        for name in needed
+        if states.get(name) != APPLIED and name not in failed
+    ]
+    if missing:
+        return (
+            f"NOT IN PLACE: {needs}, and these are not in place: {', '.join(missing)} (their defects are still there)",
+            f"see the report above, then run {verify}",
+        )
+    if not needed:
+        return "", f"{release} needs none of trt_compat's patches: {verify} confirms it on this install"
+    return "", f"{needs}, all applied: run {verify} to reproduce each of its defects without and with them"
+
+
 def run_demo(as_json: bool = False) -> int:
     import trt_compat
 
@@ -213,13 +306,19 @@ def run_demo(as_json: bool = False) -> int:
     failing = [f"{c.patch}: {c.check}" for c in checks if not c.ok]
     say(f"all {len(checks)} checks passed" if ok else "SOME CHECKS FAILED: " + "; ".join(failing))
     say("")
-    say("== this environment (python -m trt_compat report)")
-    say(str(trt_compat.report()))
+    report, refusal = _applied_report()
+    say("== this environment (trt-compat report)")
+    say(str(report))
+    line = verdict(checks, report, needed_patches(report), refusal)
+    say("")
+    say(line)
     if as_json:
         document = {
             "ok": ok,
             "checks": [asdict(c) for c in checks],
             "not_demonstrated": [asdict(m) for m in missing],
+            "report": report.to_dict(),
+            "verdict": line,
         }
         print(json.dumps(document, indent=2))
     return 0 if ok else 1

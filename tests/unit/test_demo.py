@@ -1,18 +1,19 @@
-"""``trt-compat demo``: every patch's demonstration on this torch, and the list of patches without one.
+"""``trt-compat demo``: every patch's demonstration on this torch, the list of patches without one, and the verdict.
 
-The demonstrations run in this process (torch only); the whole command runs in a fresh interpreter in
-tests/unit/test_cli.py.
+The demonstrations run in this process (torch only); the whole command, which also applies what the environment
+needs, runs in a fresh interpreter in tests/unit/test_cli.py.
 """
 
 import functools
 import json
 import types
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
 
 from trt_compat import _discovery, demo
 from trt_compat._discovery import Found
+from trt_compat._report import APPLIED, DISABLED, NOT_INSTALLED, NOT_NEEDED, PENDING, SKIPPED, PatchStatus, Report
 from trt_compat.demo import WITH, WITHOUT, Check
 from trt_compat.patching import Patch
 
@@ -114,8 +115,15 @@ def test_long_lines_are_wrapped_under_their_heading(toys):
     assert lines[1].startswith("   word") and all(line.startswith("     word") for line in lines[2:-1])
 
 
-def test_a_failed_check_exits_1_and_the_json_carries_the_checks(toys, capsys):
+NOT_INSTALLED_REPORT = Report(
+    {"torch_tensorrt": None, "torch": "2.13.0", "tensorrt": None},
+    [PatchStatus("toy_shown", "", None, ">=2.2.0", NOT_INSTALLED, "torch-tensorrt is not installed")],
+)
+
+
+def test_a_failed_check_exits_1_and_the_json_carries_checks_and_verdict(toys, monkeypatch, capsys):
     toys(toy("toy_wrong", demonstrate=shown("toy_wrong", ok=False)), toy("toy_silent"))
+    monkeypatch.setattr(demo, "_applied_report", lambda: (NOT_INSTALLED_REPORT, ""))
     assert demo.run_demo(as_json=True) == 1
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is False
@@ -124,3 +132,89 @@ def test_a_failed_check_exits_1_and_the_json_carries_the_checks(toys, capsys):
         ("toy_wrong", "with", False),
     ]
     assert document["not_demonstrated"] == [{"patch": "toy_silent", "reason": demo.NEEDS_TORCH_TENSORRT}]
+    assert document["verdict"].startswith("verdict: FAILED: trt_compat's fix differs from eager on torch 2.13.0")
+    assert "TRT_COMPAT_DISABLE=toy_wrong" in document["verdict"]
+    assert document["report"]["patches"][0]["state"] == NOT_INSTALLED
+
+
+def test_the_text_ends_with_the_verdict(toys, monkeypatch, capsys):
+    toys(toy("toy_shown", demonstrate=shown("toy_shown")))
+    monkeypatch.setattr(demo, "_applied_report", lambda: (NOT_INSTALLED_REPORT, ""))
+    assert demo.run_demo() == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "all 2 checks passed" in lines and "== this environment (trt-compat report)" in lines
+    assert lines[-1].startswith("verdict: every transformation checked here is exact (2 checks of 1 patch)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The verdict
+
+
+PASSED = [Check("a", WITHOUT, "defect shown", True), Check("a", WITH, "bit-identical to eager", True)]
+
+
+def installed(states: Dict[str, str], version: str = "2.4.0", release_status: str = "tested") -> Report:
+    reasons = {PENDING: "import torch_tensorrt failed: FileNotFoundError: Could not find libnvinfer.so.10"}
+    return Report(
+        {"torch_tensorrt": version, "torch": "2.4.1", "tensorrt": None},
+        [PatchStatus(name, "", None, "", state, reasons.get(state, "")) for name, state in states.items()],
+        release_status=release_status,
+        newest_tested="2.14.0",
+    )
+
+
+def test_verdict_without_torch_tensorrt():
+    assert demo.verdict(PASSED, NOT_INSTALLED_REPORT, needed=[]) == (
+        "verdict: every transformation checked here is exact (2 checks of 1 patch); torch-tensorrt is not "
+        "installed: install it next to trt_compat and run `trt-compat verify`, which reproduces each defect on that "
+        "release without and with trt_compat"
+    )
+
+
+def test_verdict_with_every_needed_patch_applied():
+    report = installed({"a": APPLIED, "b": APPLIED, "c": NOT_NEEDED})
+    assert demo.verdict(PASSED, report, needed=["a", "b"]) == (
+        "verdict: every transformation checked here is exact (2 checks of 1 patch); torch-tensorrt 2.4.0 needs 2 of "
+        "the 3 patches, all applied: run `trt-compat verify` to reproduce each of its defects without and with them"
+    )
+    assert "needs none of trt_compat's patches" in demo.verdict(PASSED, installed({"c": NOT_NEEDED}), needed=[])
+    untested = demo.verdict(PASSED, installed({"a": APPLIED}, "2.15.0", "untested"), needed=["a"])
+    assert "torch-tensorrt 2.15.0 (newer than the tested releases, up to 2.14.0) needs 1 of the 1 patches" in untested
+
+
+@pytest.mark.parametrize(
+    "states, expected",
+    [
+        (
+            {"a": PENDING, "b": PENDING},
+            "NOTHING PATCHED: torch-tensorrt 2.4.0 needs 2 of the 2 patches, but import torch_tensorrt failed: "
+            "FileNotFoundError: Could not find libnvinfer.so.10; every transformation checked here is exact",
+        ),
+        (
+            {"a": SKIPPED, "b": DISABLED},
+            "NOT IN PLACE: torch-tensorrt 2.4.0 needs 2 of the 2 patches, and these are not in place: a skipped, b "
+            "disabled by TRT_COMPAT_DISABLE (their defects are still there); every transformation checked here",
+        ),
+    ],
+    ids=["import_failed", "skipped_and_disabled"],
+)
+def test_verdict_says_a_needed_patch_not_in_place_first(states, expected):
+    said = demo.verdict(PASSED, installed(states), needed=["a", "b"])
+    assert said.startswith("verdict: " + expected), said
+    assert said.endswith("run `trt-compat verify`"), said
+
+
+def test_verdict_says_failed_checks_first():
+    wrong = [Check("a", WITHOUT, "defect shown", True), Check("a", WITH, "bit-identical to eager", False)]
+    said = demo.verdict(wrong, installed({"a": APPLIED}), needed=["a"])
+    assert said.startswith("verdict: FAILED: trt_compat's fix differs from eager on torch 2.4.1 (a): set ")
+    assert "every transformation" not in said and said.endswith("without and with them")
+    unshown = [Check("a", WITHOUT, "defect shown", False), Check("a", WITH, "bit-identical to eager", True)]
+    said = demo.verdict(unshown, NOT_INSTALLED_REPORT, needed=[])
+    assert said.startswith("verdict: NOT SHOWN: the stand-in for upstream no longer shows the defect on torch 2.13.0")
+
+
+def test_verdict_carries_strict_modes_refusal():
+    refusal = "trt_compat (strict mode): patch a could not be applied: skipped: target changed: gone"
+    said = demo.verdict(PASSED, installed({"a": SKIPPED}), needed=["a"], refusal=refusal)
+    assert said.startswith(f"verdict: {refusal}; NOT IN PLACE: ")
