@@ -29,6 +29,19 @@ def demonstration(name: str) -> Tuple[Tuple[str, ...], Tuple[Check, ...]]:
     return tuple(lines), tuple(checks)
 
 
+def test_the_demonstrations_the_readme_and_changelog_describe_are_there():
+    described = {
+        "keep_input_mutations",
+        "keep_empty_strided_dtype",
+        "keep_module_state_at_compile",
+        "fold_only_constants",
+        "convertible_pools",
+        "tuple_pooling",
+        "view_to_reshape_metadata",
+    }
+    assert described <= set(DEMONSTRATED)
+
+
 @pytest.mark.parametrize("name", DEMONSTRATED)
 def test_each_fix_is_exact_on_this_torch(name):
     lines, checks = demonstration(name)
