@@ -115,10 +115,7 @@ def demonstrate(say: Callable[[str], None]) -> list:
     (a stand-in) and with trt_compat's wrapper around it, against eager."""
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    from trt_compat.demo import WITH, WITHOUT, Check, identical
-
-    def keeping_dtype(*args: Any, **kwargs: Any) -> torch.Tensor:
-        return _keeping_dtype(float32_empty_strided, None, args, kwargs)
+    from trt_compat.demo import WITH, WITHOUT, Check, as_installed, identical
 
     say(
         "upstream: from 2.4.0 Torch-TensorRT decomposes aten.empty_strided into a float32 empty + as_strided whatever "
@@ -128,6 +125,7 @@ def demonstrate(say: Callable[[str], None]) -> list:
     model, x = WrappingCounts().eval(), torch.ones(3, 3)
     expected = model(x)
     results = {}
+    keeping_dtype = as_installed(_keeping_dtype, float32_empty_strided)
     for name, decomposition in (("without", float32_empty_strided), ("with", keeping_dtype)):
         traced = make_fx(model, decomposition_table={_EMPTY_STRIDED: decomposition})(x)
         results[name] = traced(x)

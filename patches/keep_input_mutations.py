@@ -1296,7 +1296,7 @@ def _decode(backend: Callable, steps: int = 3) -> Tuple[List[bool], List[bool], 
 def demonstrate(say: Callable[[str], None]) -> list:
     """``trt-compat demo``: three decoder steps writing a KV cache the caller holds, as upstream compiles them (a
     stand-in) and with trt_compat, against eager."""
-    from trt_compat.demo import WITH, WITHOUT, Check
+    from trt_compat.demo import WITH, WITHOUT, Check, as_installed
 
     say(
         "upstream: the torch.compile backend clones every graph input before its AOT trace (repair_input_aliasing), "
@@ -1322,9 +1322,7 @@ def demonstrate(say: Callable[[str], None]) -> list:
 
         return run
 
-    kept_outputs, kept_caches, cache = _decode(
-        lambda gm, sample_inputs: compile_keeping_mutations(compiled_recording_outputs, gm, sample_inputs)
-    )
+    kept_outputs, kept_caches, cache = _decode(as_installed(_keep_mutations, compiled_recording_outputs))
     say(
         f"with trt_compat: cache bit-identical to eager after every step: {all(kept_caches)}; outputs: "
         f"{all(kept_outputs)}. The compiled graph returns "

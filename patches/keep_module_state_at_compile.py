@@ -163,10 +163,7 @@ def _compile_and_call(model: torch.nn.Module, x: torch.Tensor, trace: Callable) 
 def demonstrate(say: Callable[[str], None]) -> list:
     """``trt-compat demo``: one compile and call of a training-mode BatchNorm, its trace as upstream runs it (a
     stand-in) and inside trt_compat's wrapper, against one eager call."""
-    from trt_compat.demo import WITH, WITHOUT, Check, identical
-
-    def keeping_state(gm: GraphModule, sample_inputs: List[torch.Tensor]) -> Any:
-        return trace_keeping_module_state(trace_like_the_backend, gm, sample_inputs)
+    from trt_compat.demo import WITH, WITHOUT, Check, as_installed, identical
 
     say(
         "upstream: the torch.compile backend traces in a fake mode that accepts real tensors; a module kept as a "
@@ -178,6 +175,7 @@ def demonstrate(say: Callable[[str], None]) -> list:
     expected = eager(x)
     eager_count = eager.bn.num_batches_tracked.item()
     counts, states = {}, {}
+    keeping_state = as_installed(_keeping_module_state, trace_like_the_backend)
     for name, trace in (("without", trace_like_the_backend), ("with", keeping_state)):
         model = BatchNormTraining().train()
         output = _compile_and_call(model, x, trace)

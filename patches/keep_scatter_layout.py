@@ -160,10 +160,7 @@ def traced_with(function: Callable, slice_scatter: Callable, *inputs: torch.Tens
 def demonstrate(say: Callable[[str], None]) -> list:
     """``trt-compat demo``: a row update of a transposed tensor, then a contiguous copy changed in place, traced with
     upstream's decomposition (a stand-in) and with trt_compat's wrapper around it, against eager."""
-    from trt_compat.demo import WITH, WITHOUT, Check, identical
-
-    def keeping_layout(*args: Any, **kwargs: Any) -> torch.Tensor:
-        return _keeping_layout(contiguous_slice_scatter, None, args, kwargs)
+    from trt_compat.demo import WITH, WITHOUT, Check, as_installed, identical
 
     say(
         "upstream: 2.4.0-2.13.x decompose slice_scatter and select_scatter into a contiguous scatter where eager keeps "
@@ -174,7 +171,10 @@ def demonstrate(say: Callable[[str], None]) -> list:
     expected = model(x)
     results = {
         name: traced_with(model, scatter, x)(x)
-        for name, scatter in (("without", contiguous_slice_scatter), ("with", keeping_layout))
+        for name, scatter in (
+            ("without", contiguous_slice_scatter),
+            ("with", as_installed(_keeping_layout, contiguous_slice_scatter)),
+        )
     }
     off = (results["without"] - expected).abs().max().item()
     exact = identical(results["with"], expected)

@@ -108,6 +108,17 @@ def identical(actual, expected) -> bool:
     return isinstance(actual, torch.Tensor) and actual.dtype == expected.dtype and torch.equal(actual, expected)
 
 
+def as_installed(wrapper: Callable, upstream: Callable) -> Callable:
+    """``upstream`` with a patch's ``wrapper(wrapped, instance, args, kwargs)`` around it, called as the patch's
+    ``apply`` installs it (``PatchContext.wrap_function``, ``wrap_decomposition``): for a demonstration to run the
+    very wrapper a patch puts around upstream's function, here around its stand-in."""
+
+    def wrapped(*args, **kwargs):
+        return wrapper(upstream, None, args, kwargs)
+
+    return wrapped
+
+
 def disagreeing_vals(gm: torch.fx.GraphModule) -> int:
     """call_function nodes whose recorded val fake-tensor propagation does not reproduce (shape or dtype)."""
     from torch._guards import detect_fake_mode
