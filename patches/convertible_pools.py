@@ -512,6 +512,37 @@ def check_pool_graph_break(probe: Any) -> Optional[str]:
     return None
 
 
+def demonstrate(say: Callable[[str], None]) -> list:
+    """``trt-compat demo``: the embedded model's SqueezeNet-style ceil-mode max pool, judged by the pool validators
+    every release has, then rewritten."""
+    from trt_compat.demo import WITH, WITHOUT, Check, example_input, exported_graph, identical, single_output_pool
+
+    say(
+        "upstream: every release's max_pool validator rejects ceil_mode=True (and a dilation other than the int 1), "
+        "its avg_pool validator ceil_mode=True and divisor_override, so each such pool runs in PyTorch between two "
+        "TensorRT engines (torchvision's GoogLeNet: 11 engines, SqueezeNet 4)."
+    )
+    gm, x = exported_graph(), example_input()
+    single_output_pool(gm)  # as upstream's fusion leaves the ceil-mode pool, whose indices are unused
+    expected = gm(x)
+    rejected = [node.name for node in gm.graph.nodes if _is_pool(node) and not validators_of_every_release(node)]
+    say(f"without trt_compat (the pool validators of 2.2.0-2.14.0, all alike): rejected: {', '.join(rejected)}")
+    existing = set(gm.graph.nodes)
+    make_pools_convertible(gm)
+    still = [node.name for node in gm.graph.nodes if _is_pool(node) and not validators_of_every_release(node)]
+    added = [str(node.target).replace("aten.", "") for node in gm.graph.nodes if node not in existing]
+    exact = identical(gm(x), expected)
+    say(
+        f"with trt_compat: rewritten into {' + '.join(added)}, which every release converts; pools rejected: "
+        f"{len(still)}; outputs bit-identical to eager: {exact}"
+    )
+    return [
+        Check(PATCH.name, WITHOUT, "the validators reject the ceil-mode pool", bool(rejected), ", ".join(rejected)),
+        Check(PATCH.name, WITH, "no pool rejected", not still, ", ".join(still)),
+        Check(PATCH.name, WITH, "outputs bit-identical to eager", exact),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The patch
 

@@ -45,11 +45,14 @@ The decision below works on plain ``torch.fx`` nodes; ``apply`` puts it in front
 ``_get_actual_tensor`` that ``fold_get_attr_item_calls`` calls for each ``.item()`` it could fold.
 """
 
+import functools
 import inspect
+import operator
 from typing import Any, Callable, Optional
 
 import torch
 from torch.fx import Graph, GraphModule, Node
+from torch.fx.node import map_arg
 
 from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext, TargetChanged
 from trt_compat.probing import has_module
@@ -172,6 +175,79 @@ def check_shared_block_parameter(probe: Any) -> Optional[str]:
     with torch._dynamo.config.patch(capture_scalar_outputs=True):
         difference = _first_difference(probe, RunBlock().eval(), calls)
     return None if difference is None else f"x * self.scale.item() in two blocks of one class, {difference}"
+
+
+def fold_item_calls(gm: GraphModule, sample_inputs: Any, may_fold: Callable[[Node], bool]) -> GraphModule:
+    """A stand-in for the backend's ``fold_get_attr_item_calls`` (2.12.0-2.14.0), folding where ``may_fold`` says
+    so: each ``t.item()`` of a graph input or ``get_attr`` replaced by the number ``t`` holds at compile time.
+    Upstream's rule is ``may_fold = lambda node: True``; trt_compat's is :func:`item_folds_to_constant`."""
+    placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
+    for node in list(gm.graph.nodes):
+        if not (node.op == "call_method" and node.target == "item" and node.args[0].op in ("placeholder", "get_attr")):
+            continue
+        source = node.args[0]
+        if not may_fold(source):
+            continue
+        if source.op == "placeholder":
+            tensor = sample_inputs[placeholders.index(source)]
+        else:
+            tensor = operator.attrgetter(source.target)(gm)
+        fold = {node: tensor.item()}
+        for user in list(node.users):
+            user.args, user.kwargs = map_arg((user.args, user.kwargs), lambda arg, fold=fold: fold.get(arg, arg))
+        gm.graph.erase_node(node)
+    gm.recompile()
+    return gm
+
+
+def _folding_backend(gm: GraphModule, sample_inputs: Any, may_fold: Callable[[Node], bool]) -> Callable:
+    return fold_item_calls(gm, sample_inputs, may_fold).forward
+
+
+def demonstrate(say: Callable[[str], None]) -> list:
+    """``trt-compat demo``: ``x * s.item()`` compiled once (``capture_scalar_outputs``) and called with two values of
+    ``s``, upstream's folding rule (a stand-in) and trt_compat's, against eager."""
+    from trt_compat.demo import WITH, WITHOUT, Check, identical
+
+    say(
+        "upstream: from 2.12.0 the torch.compile backend replaces t.item() by the number t holds at compile time for "
+        "any graph input, not only for constants: called again with other values, the compiled graph keeps the "
+        "first call's number (wrong numbers, no error)."
+    )
+    model, x = ScaleByInput().eval(), torch.ones(3)
+    scales = (2.0, 3.0)
+    outputs = {}
+    for name, may_fold in (("without", lambda node: True), ("with", item_folds_to_constant)):
+        torch._dynamo.reset()
+        with torch._dynamo.config.patch(capture_scalar_outputs=True), torch.no_grad():
+            compiled = torch.compile(model, backend=functools.partial(_folding_backend, may_fold=may_fold))
+            outputs[name] = [compiled(x, torch.tensor(s)) for s in scales]
+        torch._dynamo.reset()
+    with torch.no_grad():
+        expected = [model(x, torch.tensor(s)) for s in scales]
+
+    def firsts(results: list) -> str:
+        return ", ".join(f"{r[0].item():g}" for r in results)
+
+    exact = identical(outputs["with"], expected)
+    say(
+        f"x * s.item() compiled once (capture_scalar_outputs), called with x = ones and s = "
+        f"{', '.join(f'{s:g}' for s in scales)}: eager {firsts(expected)}"
+    )
+    say(f"without trt_compat (a stand-in: upstream's folding rule): {firsts(outputs['without'])}")
+    say(
+        f"with trt_compat: {firsts(outputs['with'])}; the .item() of an input stays in the graph (in PyTorch, "
+        f"between TensorRT blocks, as on 2.11 and older); every call bit-identical to eager: {exact}"
+    )
+    return [
+        Check(
+            PATCH.name,
+            WITHOUT,
+            "the stand-in keeps the first call's number",
+            not identical(outputs["without"], expected),
+        ),
+        Check(PATCH.name, WITH, "every call bit-identical to eager", exact),
+    ]
 
 
 PATCH = Patch(

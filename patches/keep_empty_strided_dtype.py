@@ -104,6 +104,44 @@ def check_causal_mask(probe: Any) -> Optional[str]:
     return None if difference is None else f"{what}: differs from eager: {difference}"
 
 
+def float32_empty_strided(size: Any, stride: Any, **_ignored: Any) -> torch.Tensor:
+    """A stand-in for upstream's decomposition of ``empty_strided`` (2.4.0-2.14.0): a float32 ``empty`` viewed with
+    ``as_strided``, every keyword argument (``dtype``) ignored."""
+    return torch.as_strided(torch.empty(size), size, stride)
+
+
+def demonstrate(say: Callable[[str], None]) -> list:
+    """``trt-compat demo``: uint8 arithmetic on an ``empty_strided`` tensor, traced with upstream's decomposition
+    (a stand-in) and with trt_compat's wrapper around it, against eager."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from trt_compat.demo import WITH, WITHOUT, Check, as_installed, identical
+
+    say(
+        "upstream: from 2.4.0 Torch-TensorRT decomposes aten.empty_strided into a float32 empty + as_strided whatever "
+        "dtype was asked for: integer arithmetic on such a tensor becomes float arithmetic, and on 2.4.0 the boolean "
+        "causal mask of scaled_dot_product_attention is added to the scores (wrong numbers, no error)."
+    )
+    model, x = WrappingCounts().eval(), torch.ones(3, 3)
+    expected = model(x)
+    results = {}
+    keeping_dtype = as_installed(_keeping_dtype, float32_empty_strided)
+    for name, decomposition in (("without", float32_empty_strided), ("with", keeping_dtype)):
+        traced = make_fx(model, decomposition_table={_EMPTY_STRIDED: decomposition})(x)
+        results[name] = traced(x)
+    exact = identical(results["with"], expected)
+    say(f"x * (empty_strided(..., dtype=uint8).fill_(250) + 10), x = ones, traced: eager {expected[0, 0].item():g}")
+    say(
+        f"without trt_compat (a stand-in: upstream's decomposition, float32 empty + as_strided): "
+        f"{results['without'][0, 0].item():g}"
+    )
+    say(f"with trt_compat: {results['with'][0, 0].item():g}; bit-identical to eager: {exact}")
+    return [
+        Check(PATCH.name, WITHOUT, "the stand-in computes in float32", not identical(results["without"], expected)),
+        Check(PATCH.name, WITH, "outputs bit-identical to eager", exact),
+    ]
+
+
 PATCH = Patch(
     name="keep_empty_strided_dtype",
     title="empty_strided keeps its dtype through Torch-TensorRT's decomposition",

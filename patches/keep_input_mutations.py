@@ -1235,6 +1235,123 @@ def check_kv_cache_write(probe: Any) -> Optional[str]:
     return _compiled_state(probe, model, x, lambda: model.cache, expected, "self.cache[1] = x into a buffer")
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The demonstration (`trt-compat demo`): torch alone, with a stand-in for the backend up to partitioning
+
+
+def clone_every_input(gm: GraphModule) -> None:
+    """Give every tensor input a clone that all its users read, as the Torch-TensorRT backend does before tracing
+    (``repair_input_aliasing``)."""
+    inputs = [
+        n
+        for n in gm.graph.nodes
+        if n.op == "placeholder" and isinstance(n.type, type) and issubclass(n.type, torch.Tensor)
+    ]
+    for node in inputs:
+        with gm.graph.inserting_after(inputs[-1]):
+            clone = gm.graph.call_function(torch.ops.aten.clone.default, (node,))
+        node.replace_all_uses_with(clone, delete_user_cb=lambda user, clone=clone: user is not clone)
+    gm.recompile()
+
+
+def clone_and_trace(gm: GraphModule, sample_inputs: Sequence[Any]) -> Callable:
+    """A stand-in for the Torch-TensorRT backend up to partitioning, run in PyTorch: the clones, then the functional
+    AOT trace (``aot_export_joint_simple`` in the graph's fake mode, real tensors allowed)."""
+    from torch._functorch.aot_autograd import aot_export_joint_simple
+    from torch._guards import detect_fake_mode
+
+    fake_mode = detect_fake_mode(sample_inputs)
+    with unittest.mock.patch.object(fake_mode, "allow_non_fake_inputs", True), fake_mode:
+        clone_every_input(gm)
+        return aot_export_joint_simple(gm, list(sample_inputs), trace_joint=False)
+
+
+class DecoderStep(torch.nn.Module):
+    """One decoder step: the new key row written into the caller's KV cache at ``position``, then scores over the
+    whole cache."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.key = torch.nn.Linear(64, 64)
+
+    def forward(self, x: torch.Tensor, cache: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        cache.index_copy_(0, position, self.key(x))
+        return cache @ x.T
+
+
+def _decode(backend: Callable, steps: int = 3) -> Tuple[List[bool], List[bool], torch.Tensor]:
+    """Per step, whether the compiled model's output and the caller's cache are those of eager, bit for bit; and
+    the compiled model's cache at the end."""
+    from trt_compat.demo import identical
+
+    torch.manual_seed(0)
+    model = DecoderStep().eval()
+    cache, eager_cache = torch.zeros(256, 64), torch.zeros(256, 64)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend=backend, dynamic=False)
+    outputs, caches = [], []
+    with torch.no_grad():
+        for step in range(steps):
+            x, position = torch.randn(1, 64, generator=torch.Generator().manual_seed(step)), torch.tensor([step])
+            expected = model(x, eager_cache, position)
+            outputs.append(identical(compiled(x, cache, position), expected))
+            caches.append(identical(cache, eager_cache))
+    torch._dynamo.reset()
+    return outputs, caches, cache
+
+
+def demonstrate(say: Callable[[str], None]) -> list:
+    """``trt-compat demo``: three decoder steps writing a KV cache the caller holds, as upstream compiles them (a
+    stand-in) and with trt_compat, against eager."""
+    from trt_compat.demo import WITH, WITHOUT, Check, as_installed
+
+    say(
+        "upstream: the torch.compile backend clones every graph input before its AOT trace (repair_input_aliasing), "
+        "so an in-place update of an input or buffer lands on the clone: a KV cache written with index_copy_ never "
+        "changes, and every later step computes with a stale cache (wrong numbers, no error)."
+    )
+    outputs, caches, cache = _decode(clone_and_trace)
+    rows = int(cache.abs().sum(1).count_nonzero())
+    say(f"three decoder steps, each writing one row of a {list(cache.shape)} cache the caller holds")
+    say(
+        f"without trt_compat (a stand-in: the clones, then the functional AOT trace): cache rows written {rows} of "
+        f"{len(caches)}; steps whose output is eager's: {sum(outputs)} of {len(outputs)}"
+    )
+    returned: List[Tuple[List[int], int]] = []
+
+    def compiled_recording_outputs(gm: GraphModule, sample_inputs: Sequence[Any]) -> Callable:
+        traced = clone_and_trace(gm, sample_inputs)
+
+        def run(*args: Any) -> Any:
+            results = traced(*args)
+            returned[:] = [(list(t.shape), t.nbytes) for t in results]
+            return results
+
+        return run
+
+    kept_outputs, kept_caches, cache = _decode(as_installed(_keep_mutations, compiled_recording_outputs))
+    say(
+        f"with trt_compat: cache bit-identical to eager after every step: {all(kept_caches)}; outputs: "
+        f"{all(kept_outputs)}. The compiled graph returns "
+        + " and ".join(f"{shape} ({size} bytes)" for shape, size in returned)
+        + f", the scores and the new row, not the {list(cache.shape)} cache ({cache.nbytes} bytes): index_copy_ "
+        "writes that row into the caller's cache after each call."
+    )
+    cache_sized = [shape for shape, _ in returned if shape == list(cache.shape)]
+    return [
+        Check(PATCH.name, WITHOUT, "the stand-in loses the cache update", not all(caches), f"{rows} rows written"),
+        Check(PATCH.name, WITH, "cache bit-identical to eager after every step", all(kept_caches)),
+        Check(PATCH.name, WITH, "outputs bit-identical to eager at every step", all(kept_outputs)),
+        Check(
+            PATCH.name,
+            WITH,
+            "the compiled graph returns the row, not the cache",
+            bool(returned) and not cache_sized,
+            str([shape for shape, _ in returned]),
+        ),
+    ]
+
+
 PATCH = Patch(
     name="keep_input_mutations",
     title="in-place updates of graph inputs and buffers survive the torch.compile backend",

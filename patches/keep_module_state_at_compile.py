@@ -137,6 +137,64 @@ def check_batch_counted_at_compile(probe: Any) -> Optional[str]:
     return None if counted == calls else f"num_batches_tracked is {counted} after {calls} call(s) (eager: {calls})"
 
 
+def trace_like_the_backend(gm: GraphModule, sample_inputs: List[torch.Tensor]) -> Any:
+    """A stand-in for the backend's trace: ``aot_export_joint_simple`` inside a fake mode that accepts real tensors,
+    on fake copies of the inputs, as ``_pretraced_backend`` traces the Dynamo graph."""
+    from torch._functorch.aot_autograd import aot_export_joint_simple
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    fakes = [mode.from_tensor(t) for t in sample_inputs]
+    with mode:
+        return aot_export_joint_simple(gm, fakes, trace_joint=False)
+
+
+def _compile_and_call(model: torch.nn.Module, x: torch.Tensor, trace: Callable) -> torch.Tensor:
+    """What the backend does with a training-mode BatchNorm kept as a ``call_module`` node: its trace fails on the
+    running-mean update, so the graph runs in PyTorch (which counts the call's batch, as eager does)."""
+    gm = torch.fx.symbolic_trace(model)  # the call_module node Dynamo hands over on torch 2.2-2.4
+    try:
+        trace(gm, [x])
+    except RuntimeError:  # "mutating a non-functional tensor with a functional tensor is not allowed"
+        pass
+    return gm(x)
+
+
+def demonstrate(say: Callable[[str], None]) -> list:
+    """``trt-compat demo``: one compile and call of a training-mode BatchNorm, its trace as upstream runs it (a
+    stand-in) and inside trt_compat's wrapper, against one eager call."""
+    from trt_compat.demo import WITH, WITHOUT, Check, as_installed, identical
+
+    say(
+        "upstream: the torch.compile backend traces in a fake mode that accepts real tensors; a module kept as a "
+        "call_module node (torch 2.2-2.4; 2.5 with inline_inbuilt_nn_modules=False) runs on its real buffers during "
+        "that trace, so a training-mode BatchNorm counts one extra batch at every compile (wrong state, no error)."
+    )
+    x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
+    eager = BatchNormTraining().train()
+    expected = eager(x)
+    eager_count = eager.bn.num_batches_tracked.item()
+    counts, states = {}, {}
+    keeping_state = as_installed(_keeping_module_state, trace_like_the_backend)
+    for name, trace in (("without", trace_like_the_backend), ("with", keeping_state)):
+        model = BatchNormTraining().train()
+        output = _compile_and_call(model, x, trace)
+        counts[name] = model.bn.num_batches_tracked.item()
+        states[name] = identical(output, expected) and all(
+            identical(buffer, dict(eager.named_buffers())[key]) for key, buffer in model.named_buffers()
+        )
+    say(f"BatchNorm1d in training mode, compiled and called once: num_batches_tracked eager {eager_count}")
+    say(
+        f"without trt_compat (a stand-in: aot_export_joint_simple in that fake mode, then the graph run in PyTorch "
+        f"where the trace fails, as upstream does): {counts['without']}"
+    )
+    say(f"with trt_compat: {counts['with']}; output and every buffer bit-identical to eager: {states['with']}")
+    return [
+        Check(PATCH.name, WITHOUT, "the stand-in's trace counts a batch", counts["without"] != eager_count),
+        Check(PATCH.name, WITH, "output and buffers bit-identical to eager", states["with"]),
+    ]
+
+
 PATCH = Patch(
     name="keep_module_state_at_compile",
     title="compiling leaves a module's buffers as they were (no batch counted at compile time)",

@@ -133,6 +133,64 @@ def check_scatter_layout(probe: Any) -> Optional[str]:
     return None if difference is None else f"{what}: differs from eager: {difference}"
 
 
+def contiguous_slice_scatter(input_tensor, src, dim, start=None, end=None, step=1):
+    """A stand-in for upstream's decomposition of ``slice_scatter`` (2.4.0-2.13.x): a scatter into ``arange``
+    indices, right values in a contiguous result."""
+    size = input_tensor.shape[dim]
+    start = 0 if start is None else start
+    end = size if end is None else min(end, size)
+    index = torch.arange(start, end, step).view([-1 if d == dim else 1 for d in range(input_tensor.dim())])
+    return torch.scatter(input_tensor, dim, index.expand_as(src), src)
+
+
+def select_scatter_as_slice_scatter(input_tensor, src, dim, index):
+    """Upstream's decomposition of ``select_scatter``: a ``slice_scatter`` of one row."""
+    return torch.slice_scatter(input_tensor, src.unsqueeze(dim), dim, index, index + 1, 1)
+
+
+def traced_with(function: Callable, slice_scatter: Callable, *inputs: torch.Tensor) -> torch.fx.GraphModule:
+    """``function`` functionalized and traced, as AOT tracing does, with ``slice_scatter`` as the decomposition of
+    ``aten.slice_scatter`` (``select_scatter`` goes through it, as upstream's does)."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    table = {_SLICE_SCATTER: slice_scatter, torch.ops.aten.select_scatter.default: select_scatter_as_slice_scatter}
+    return make_fx(torch.func.functionalize(function), decomposition_table=table)(*inputs)
+
+
+def demonstrate(say: Callable[[str], None]) -> list:
+    """``trt-compat demo``: a row update of a transposed tensor, then a contiguous copy changed in place, traced with
+    upstream's decomposition (a stand-in) and with trt_compat's wrapper around it, against eager."""
+    from trt_compat.demo import WITH, WITHOUT, Check, as_installed, identical
+
+    say(
+        "upstream: 2.4.0-2.13.x decompose slice_scatter and select_scatter into a contiguous scatter where eager keeps "
+        "the input's layout: AOT tracing then takes a later .contiguous() of a transposed tensor for an alias, and an "
+        "in-place change of that copy changes the original too (wrong numbers, no error)."
+    )
+    model, x = ScatterThenContiguous().eval(), torch.linspace(-1.0, 1.0, 504).view(2, 4, 9, 7)
+    expected = model(x)
+    results = {
+        name: traced_with(model, scatter, x)(x)
+        for name, scatter in (
+            ("without", contiguous_slice_scatter),
+            ("with", as_installed(_keeping_layout, contiguous_slice_scatter)),
+        )
+    }
+    off = (results["without"] - expected).abs().max().item()
+    exact = identical(results["with"], expected)
+    say(
+        "x[:, 0] += x[:, -1] on a transposed x; y = (x * 0.25).contiguous(); y.add_(2); x * y, functionalized and "
+        "traced"
+    )
+    say(f"without trt_compat (a stand-in: upstream's decomposition, a scatter): off from eager by up to {off:.3g}")
+    say(f"with trt_compat: bit-identical to eager: {exact}")
+    shown = not identical(results["without"], expected)
+    return [
+        Check(PATCH.name, WITHOUT, "the stand-in's trace differs from eager", shown, f"off by up to {off:.3g}"),
+        Check(PATCH.name, WITH, "outputs bit-identical to eager", exact),
+    ]
+
+
 PATCH = Patch(
     name="keep_scatter_layout",
     title="slice_scatter/select_scatter keep eager's layout through Torch-TensorRT's decomposition",

@@ -753,6 +753,56 @@ def check_stale_pass_meta(probe: Probe) -> Optional[str]:
     return _ceil_pool_boundary(probe, lambda model, x: lowered)
 
 
+def demonstrate(say: Callable[[str], None]) -> list:
+    """``trt-compat demo``: the embedded model's ceil-mode pool ends a PyTorch block, with the stale val upstream's
+    fusion leaves on it (2.2-2.4); the next block's input is repaired from the tensor that really flows there."""
+    from torch.fx.passes.split_module import split_module
+
+    from trt_compat.demo import WITH, WITHOUT, Check, example_input, exported_graph, identical, single_output_pool
+
+    say(
+        "upstream: the max-pool fusion of 2.2-2.4 leaves the fused max_pool2d with the (values, indices) val of the "
+        "node it replaced; when that pool ends a PyTorch block, the next TensorRT block's input is described by that "
+        "tuple and construct_submodule_inputs aborts (#3185)."
+    )
+    stale = exported_graph()
+    pool = single_output_pool(stale)
+    make_pool_meta_stale(stale)
+    after_pool, ends_first_block = {}, False
+    for node in stale.graph.nodes:
+        after_pool[node] = 1 if ends_first_block else 0
+        ends_first_block = ends_first_block or node is pool
+    parent = split_module(stale, None, lambda node: after_pool[node])
+    remember_partition(parent)
+    block = parent.submod_1
+    rejected = boundary_problems(block)
+    names = ", ".join(f"{p.name} (meta['val'] is a {type(p.meta['val']).__name__})" for p in rejected) or "none"
+    say(f"without trt_compat (the stale val upstream's fusion leaves, reproduced): block inputs rejected: {names}")
+    for note in repair_submodule_inputs(block):
+        say(f"with trt_compat: {note}")
+    flowing = {}
+    handle = block.register_forward_pre_hook(lambda _module, args: flowing.setdefault("args", args))
+    outputs = parent(example_input())
+    handle.remove()
+    same = identical(outputs, exported_graph()(example_input()))
+    exact = all(
+        isinstance(p.meta.get("val"), torch.Tensor)
+        and p.meta["val"].shape == t.shape
+        and p.meta["val"].dtype == t.dtype
+        for p, t in zip(_placeholders(block), flowing["args"])
+    )
+    say(
+        f"every block input now describes the tensor that really flows into it: {exact}; the partitioned graph's "
+        f"outputs bit-identical to eager: {same}"
+    )
+    return [
+        Check(PATCH.name, WITHOUT, "a block input upstream would reject", bool(rejected), names),
+        Check(PATCH.name, WITH, "inputs describe the flowing tensors", exact),
+        Check(PATCH.name, WITH, "outputs bit-identical to eager", same),
+        Check(PATCH.name, WITH, "nothing left to reject", not boundary_problems(block)),
+    ]
+
+
 PATCH = Patch(
     name="tuple_partition_inputs",
     title="partition inputs are built from the tensor that really crosses the boundary",

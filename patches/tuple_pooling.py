@@ -686,6 +686,40 @@ def check_indices_tuple_node(probe: Probe) -> Optional[str]:
     return f"tuple-returning pooling node(s) {', '.join(left)} reach partitioning" if left else None
 
 
+def _indices_used(node: torch.fx.Node) -> bool:
+    users = _getitem_users(node)
+    return users is None or bool(users[1])
+
+
+def demonstrate(say: Callable[[str], None]) -> list:
+    """``trt-compat demo``: the embedded model's SegNet-style pool, whose indices feed ``max_unpool2d``."""
+    from trt_compat.demo import WITH, WITHOUT, Check, count, example_input, exported_graph, identical
+
+    say(
+        "upstream: a max pool becomes a single-output node only when its indices are unused; one whose indices are "
+        "used stays a tuple-returning node, whose outputs cannot cross a TensorRT block boundary, and no release "
+        "converts the indices or max_unpool2d: a SegNet-style model is cut into several engines (#3185)."
+    )
+    gm, x = exported_graph(), example_input()
+    expected = gm(x)
+    unpool = {aten.max_unpool2d.default}
+    upstream_keeps = sum(is_tuple_pooling_node(node) and _indices_used(node) for node in gm.graph.nodes)
+    unpools = count(gm, unpool)
+    say(f"without trt_compat (upstream's fusion rule): tuple-returning pools {upstream_keeps}, max_unpool2d {unpools}")
+    decompose_tuple_pooling(gm, POOL_INDICES_TENSORRT)
+    left = sum(is_tuple_pooling_node(node) for node in gm.graph.nodes) + count(gm, unpool)
+    exact = identical(gm(x), expected)
+    say(
+        f"with trt_compat: tuple-returning pools and max_unpool2d left {left} (indices and unpooling in ops TensorRT "
+        f"converts); outputs bit-identical to eager: {exact}"
+    )
+    return [
+        Check(PATCH.name, WITHOUT, "upstream's fusion leaves a tuple-returning pool", upstream_keeps > 0),
+        Check(PATCH.name, WITH, "no tuple-returning pool or max_unpool2d left", left == 0, f"{left} left"),
+        Check(PATCH.name, WITH, "outputs bit-identical to eager", exact),
+    ]
+
+
 PATCH = Patch(
     name="tuple_pooling",
     title="tuple-returning pooling ops become single-output nodes before partitioning",

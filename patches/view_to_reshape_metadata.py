@@ -14,7 +14,7 @@ keeps every node's identity, name, position, users and -- the point of this patc
 ``meta``.
 """
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -91,6 +91,55 @@ def check_view_metadata(probe: Probe) -> Optional[str]:
         raise NotApplicable("this release has no view_to_reshape lowering pass")
     gm = probe.export_and_lower(ThreeViews(), torch.randn(2, 3, 4))
     return "; ".join(view_metadata_problems(gm)) or None
+
+
+def _upstream_view_to_reshape(gm: torch.fx.GraphModule) -> None:
+    """A stand-in for upstream's pass (2.3-2.5): the views' ``meta`` dicts collected in graph order, the views
+    replaced with ``replace_pattern``, the dicts handed to the new reshapes in their graph order."""
+
+    def view(x: torch.Tensor, shape: list) -> torch.Tensor:
+        return _VIEW(x, shape)
+
+    def reshape(x: torch.Tensor, shape: list) -> torch.Tensor:
+        return _RESHAPE(x, shape)
+
+    collected = [node.meta for node in _view_nodes(gm.graph)]
+    torch.fx.subgraph_rewriter.replace_pattern(gm, view, reshape)
+    reshapes = [node for node in gm.graph.nodes if node.op == "call_function" and node.target is _RESHAPE]
+    for node, meta in zip(reshapes, collected):
+        node.meta = meta
+
+
+def demonstrate(say: Callable[[str], None]) -> list:
+    """``trt-compat demo``: the embedded model's head, two views of which the later one is consumed first."""
+    from trt_compat.demo import WITH, WITHOUT, Check, count, disagreeing_vals, example_input, exported_graph, identical
+
+    say(
+        "upstream: the view_to_reshape pass of 2.3-2.5 hands the views' metadata to the new reshapes in graph order "
+        "after replace_pattern has moved them: when a later view is consumed first, as in the model's head, a "
+        "reshape describes another view's tensor (#3221), which later passes and the partitioner trust."
+    )
+    upstream = exported_graph()
+    _upstream_view_to_reshape(upstream)
+    upstream_wrong = disagreeing_vals(upstream)
+    say(f"without trt_compat (a stand-in for upstream's pass): nodes whose meta['val'] is wrong: {upstream_wrong}")
+    gm, x = exported_graph(), example_input()
+    expected = gm(x)
+    views = count(gm, {_VIEW})
+    replace_views_with_reshapes(gm)
+    reshapes = count(gm, {_RESHAPE})
+    wrong = disagreeing_vals(gm)
+    exact = identical(gm(x), expected)
+    say(
+        f"with trt_compat: {views} views retargeted to reshape in place, nodes whose meta['val'] is wrong: {wrong}; "
+        f"outputs bit-identical to eager: {exact}"
+    )
+    return [
+        Check(PATCH.name, WITHOUT, "upstream's pass gives a reshape another view's metadata", upstream_wrong > 0),
+        Check(PATCH.name, WITH, "every view retargeted", reshapes == views > 0, f"{views} -> {reshapes}"),
+        Check(PATCH.name, WITH, "metadata agrees with propagation", wrong == 0, f"{wrong} disagree"),
+        Check(PATCH.name, WITH, "outputs bit-identical to eager", exact),
+    ]
 
 
 PATCH = Patch(

@@ -14,7 +14,8 @@ commands:
            patch is not in place or a setting is not understood
   verify   run each patch's own reproducer against the installed torch_tensorrt, without and with trt_compat;
            exit 1 when a defect this release has is not fixed, or nothing could be verified
-  demo     trt_compat's graph transformations on an embedded model (needs only torch)
+  demo     each fix that runs on torch alone, against eager PyTorch, then what this environment needs and the
+           command to run next (needs only torch); exit 1 when a check fails
 
 A reader that stops early (trt-compat | head -1) ends the output quietly; the exit status is the command's own.
 
@@ -36,7 +37,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     for name, text in (
         ("report", "apply what this environment needs and print the report (the default)"),
         ("verify", "reproduce each defect on the installed torch_tensorrt, without and with trt_compat"),
-        ("demo", "trt_compat's graph transformations on an embedded model (needs only torch)"),
+        ("demo", "each fix that runs on torch alone, against eager PyTorch, then a verdict (needs only torch)"),
     ):
         command = commands.add_parser(name, help=text, description=text)
         # SUPPRESS: `trt-compat --json report` keeps the --json given before the command.

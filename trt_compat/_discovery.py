@@ -97,16 +97,18 @@ def _load(name: str) -> Found:
     # By shape, not isinstance: a reload of trt_compat.patching makes a new Patch class, and the patch modules
     # imported before it keep instances of the old one.
     if patch is None or type(patch).__name__ != "Patch" or not callable(getattr(patch, "needed_on", None)):
-        problems.append("defines no PATCH = Patch(...)" + _did_you_mean(module, "PATCH"))
+        problems.append("defines no PATCH = Patch(...)" + did_you_mean(module, "PATCH"))
     elif patch.name != name:
         problems.append(f"PATCH.name is {patch.name!r}; it must be the module's name {name!r}")
     if not callable(apply):
-        problems.append("defines no apply(ctx) function" + _did_you_mean(module, "apply"))
+        problems.append("defines no apply(ctx) function" + did_you_mean(module, "apply"))
     if problems:
         return Found(name, module=module, error="; ".join(problems))
     return Found(name, patch, module)
 
 
-def _did_you_mean(module: ModuleType, wanted: str) -> str:
+def did_you_mean(module: ModuleType, wanted: str) -> str:
+    """A hint for a message, `` (found 'NAME': a misspelling?)``, when ``module`` defines a name close to ``wanted``;
+    else the empty string."""
     close = difflib.get_close_matches(wanted, [n for n in vars(module) if not n.startswith("__")], n=1, cutoff=0.6)
     return f" (found {close[0]!r}: a misspelling?)" if close else ""

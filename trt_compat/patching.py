@@ -8,6 +8,9 @@ A patch is one module under ``patches/`` (installed as ``trt_compat.patches``) t
 * ``apply(ctx)``: checks that its targets exist with the expected shape (raising :class:`TargetChanged`
   otherwise), then changes Torch-TensorRT only through the ``ctx`` methods, which record how to undo each change.
 
+and may define a third, ``demonstrate(say)``: its fix shown with torch alone by ``trt-compat demo`` (see
+:mod:`trt_compat.demo`).
+
 If ``apply`` raises, every change it already made is undone, so a patch is either wholly in place or not at all.
 A patch module imports torch at most (never torch_tensorrt at import time: its ``apply`` is what reaches it).
 

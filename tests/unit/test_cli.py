@@ -108,12 +108,6 @@ def test_head_1_gets_the_first_line_and_no_traceback():
     assert "Traceback" not in done.stderr
 
 
-def test_demo_runs_its_checks_on_the_embedded_model():
-    from trt_compat.demo import run_demo
-
-    assert run_demo() == 0
-
-
 def test_strict_report_fails_when_torch_tensorrt_cannot_be_imported():
     import importlib.util
 
@@ -175,10 +169,43 @@ def test_console_script_help_names_itself_and_documents_every_variable_as_the_re
     assert _parser("trt-compat").format_usage().startswith("usage: trt-compat")
 
 
-def test_version_and_demo_json():
+def test_version():
     import trt_compat
-    from tests.helpers.processes import run_cli
 
     assert run_cli("--version").stdout.strip() == f"trt_compat {trt_compat.__version__}"
+
+
+def test_demo_shows_every_demonstrated_patch_and_ends_with_the_verdict():
+    """The whole command in a fresh interpreter: the demonstrations, then what this environment needs (it applies
+    as `trt-compat` does: here torch_tensorrt is not installed, or its import fails without the offline harness)."""
+    import importlib.util
+
+    done = run_cli("demo")
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    demonstrated = [f.name for f in _discovery.discover() if hasattr(f.module, "demonstrate")]
+    headings = [line.split(":")[0] for line in lines if line[:1].isdigit()]
+    assert headings == [f"{number}. {name}" for number, name in enumerate(demonstrated, 1)]
+    assert "== this environment (trt-compat report)" in lines and lines[-1].startswith("verdict: ")
+    if importlib.util.find_spec("torch_tensorrt") is None:
+        assert lines[-1].startswith("verdict: every transformation checked here is exact (")
+        assert lines[-1].endswith(
+            "torch-tensorrt is not installed: install it next to trt_compat and run `trt-compat "
+            "verify`, which reproduces each defect on that release without and with trt_compat"
+        )
+    else:  # a release's venv without the harness: its import fails for want of TensorRT's native library
+        assert lines[-1].startswith("verdict: NOTHING PATCHED: torch-tensorrt "), lines[-1]
+
+
+def test_demo_json_carries_the_checks_and_the_verdict():
     done = run_cli("demo", "--json")
-    assert done.returncode == 0 and json.loads(done.stdout)["ok"] is True, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-2000:]
+    document = json.loads(done.stdout)
+    assert document["ok"] is True and document["checks"] and all(check["ok"] for check in document["checks"])
+    assert {check["side"] for check in document["checks"]} == {"without", "with"}
+    assert document["verdict"].startswith("verdict: ") and document["report"]["patches"]
+    assert document["not_demonstrated"] == [
+        {"patch": f.name, "reason": "needs Torch-TensorRT: run `trt-compat verify`"}
+        for f in _discovery.discover()
+        if not hasattr(f.module, "demonstrate")
+    ]

@@ -16,7 +16,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.fx.node import map_arg
 from trt_compat.patches import fold_only_constants, keep_identity_ops
 from trt_compat.patches.fold_only_constants import item_folds_to_constant
 
@@ -37,26 +36,15 @@ class Fold(NamedTuple):
 
 
 def fold_item_calls(gm, example_inputs, decide):
-    """What the Torch-TensorRT backend does before AOT tracing, with ``decide(node)`` saying what may be folded."""
-    placeholders = [node for node in gm.graph.nodes if node.op == "placeholder"]
+    """What the Torch-TensorRT backend does before AOT tracing (the patch module's stand-in, which ``trt-compat
+    demo`` shows too), with ``decide(node)`` saying what may be folded; returns each decision."""
     decisions = []
-    for node in list(gm.graph.nodes):
-        if not (node.op == "call_method" and node.target == "item" and node.args[0].op in ("placeholder", "get_attr")):
-            continue
-        source = node.args[0]
+
+    def decide_and_note(source):
         decisions.append((source.op, source.name, decide(source)))
-        if not decisions[-1][2]:
-            continue
-        tensor = (
-            example_inputs[placeholders.index(source)]
-            if source.op == "placeholder"
-            else operator.attrgetter(source.target)(gm)
-        )
-        fold = {node: tensor.item()}
-        for user in list(node.users):
-            user.args, user.kwargs = map_arg((user.args, user.kwargs), lambda arg, fold=fold: fold.get(arg, arg))
-        gm.graph.erase_node(node)
-    gm.recompile()
+        return decisions[-1][2]
+
+    fold_only_constants.fold_item_calls(gm, example_inputs, decide_and_note)
     return decisions
 
 

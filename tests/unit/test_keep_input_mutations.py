@@ -1,8 +1,9 @@
 """Tests for trt_compat.patches.keep_input_mutations: CPU only, no torch_tensorrt needed.
 
 Every graph is a real Dynamo graph, handed to a custom ``torch.compile`` backend. The backend that loses
-updates, ``clone_and_trace``, does what the Torch-TensorRT backend does before partitioning: a clone after every
-tensor input, then ``aot_export_joint_simple`` (functional tracing), and it runs the traced graph in PyTorch.
+updates, ``clone_and_trace`` (the patch module's stand-in, which ``trt-compat demo`` shows too), does what the
+Torch-TensorRT backend does before partitioning: a clone after every tensor input, then ``aot_export_joint_simple``
+(functional tracing), and it runs the traced graph in PyTorch.
 ``compile_keeping_mutations`` around it must give the outputs and states of eager mode, bit for bit, call after
 call. Runs on any torch from 2.4 (buffers are ``get_attr`` nodes there and graph inputs from 2.5).
 """
@@ -21,6 +22,8 @@ from torch._guards import detect_fake_mode
 from trt_compat.patches.keep_input_mutations import (
     InputMutationError,
     WriteBack,
+    clone_and_trace,
+    clone_every_input,
     compile_keeping_mutations,
     describe_target,
     find_mutations,
@@ -262,28 +265,6 @@ def assert_identical(actual: Any, expected: Any, what: str) -> None:
 # Backends
 
 
-def clone_inputs(gm: torch.fx.GraphModule) -> None:
-    """Give every tensor input a clone that all its users read, as the Torch-TensorRT backend does before tracing."""
-    inputs = [
-        n
-        for n in gm.graph.nodes
-        if n.op == "placeholder" and isinstance(n.type, type) and issubclass(n.type, torch.Tensor)
-    ]
-    for node in inputs:
-        with gm.graph.inserting_after(inputs[-1]):
-            clone = gm.graph.call_function(aten.clone.default, (node,))
-        node.replace_all_uses_with(clone, delete_user_cb=lambda user, clone=clone: user is not clone)
-    gm.recompile()
-
-
-def clone_and_trace(gm: torch.fx.GraphModule, sample_inputs: Sequence[Any]) -> Callable:
-    """The Torch-TensorRT backend up to partitioning, run in PyTorch: clones, then a functional AOT trace."""
-    fake_mode = detect_fake_mode(sample_inputs)
-    with unittest.mock.patch.object(fake_mode, "allow_non_fake_inputs", True), fake_mode:
-        clone_inputs(gm)
-        return aot_export_joint_simple(gm, list(sample_inputs), trace_joint=False)
-
-
 def keeping(backend: Callable) -> Callable:
     def compile_graph(gm, sample_inputs):
         return compile_keeping_mutations(backend, gm, sample_inputs)
@@ -363,7 +344,7 @@ def clone_remove_detach_and_trace(gm: torch.fx.GraphModule, sample_inputs: Seque
     Torch-TensorRT's decomposition table includes."""
     fake_mode = detect_fake_mode(sample_inputs)
     with unittest.mock.patch.object(fake_mode, "allow_non_fake_inputs", True), fake_mode:
-        clone_inputs(gm)
+        clone_every_input(gm)
         for node in list(gm.graph.nodes):
             if node.op == "call_method" and node.target == "detach":
                 node.replace_all_uses_with(node.args[0])
@@ -537,7 +518,7 @@ def test_mutation_before_a_higher_order_op_is_detected():
 
 def clone_only(gm, sample_inputs):
     """The clones without the trace, run in PyTorch: loses updates the same way, and takes SymInt inputs."""
-    clone_inputs(gm)
+    clone_every_input(gm)
     return gm.forward
 
 
@@ -637,7 +618,7 @@ def test_a_written_get_attr_becomes_an_input_and_is_written_back():
 
     fake_mode = torch._subclasses.FakeTensorMode(allow_non_fake_inputs=True)
     with fake_mode:
-        clone_inputs(rewritten)
+        clone_every_input(rewritten)
         traced = aot_export_joint_simple(rewritten, [x, gm.count], trace_joint=False)
     run = write_back(traced, plan)
     eager = Counter()

@@ -1,6 +1,7 @@
 """keep_scatter_layout without Torch-TensorRT: the layout fix as a plain function, and the defect's mechanism traced
 with torch's own functionalization and a decomposition table that decomposes slice_scatter/select_scatter the way
-Torch-TensorRT 2.4.0-2.13.x does (into a contiguous ``scatter``), written here from that behaviour."""
+Torch-TensorRT 2.4.0-2.13.x does (into a contiguous ``scatter``): the patch module's stand-ins, written from that
+behaviour, which ``trt-compat demo`` shows too."""
 
 from __future__ import annotations
 
@@ -8,30 +9,13 @@ import pytest
 import torch
 from torch.fx.experimental.proxy_tensor import make_fx
 from trt_compat.patches import keep_scatter_layout as ksl
+from trt_compat.patches.keep_scatter_layout import contiguous_slice_scatter, traced_with
 
 aten = torch.ops.aten
 
 
-def scatter_decomposition(input_tensor, src, dim, start=None, end=None, step=1):
-    """slice_scatter as a scatter into arange indices: right values, contiguous result."""
-    size = input_tensor.shape[dim]
-    start = 0 if start is None else start
-    end = size if end is None else min(end, size)
-    index = torch.arange(start, end, step).view([-1 if d == dim else 1 for d in range(input_tensor.dim())])
-    return torch.scatter(input_tensor, dim, index.expand_as(src), src)
-
-
-def select_scatter_decomposition(input_tensor, src, dim, index):
-    return torch.slice_scatter(input_tensor, src.unsqueeze(dim), dim, index, index + 1, 1)
-
-
 def keeping_layout(*args, **kwargs):
-    return ksl._keeping_layout(scatter_decomposition, None, args, kwargs)
-
-
-def traced(function, slice_scatter, x):
-    table = {aten.slice_scatter.default: slice_scatter, aten.select_scatter.default: select_scatter_decomposition}
-    return make_fx(torch.func.functionalize(function), decomposition_table=table)(x)
+    return ksl._keeping_layout(contiguous_slice_scatter, None, args, kwargs)
 
 
 def row_update_then_contiguous(x):
@@ -74,14 +58,14 @@ def test_contiguous_scatter_makes_a_later_contiguous_an_alias(name):
     """The defect's mechanism: the traced program is wrong with a contiguous scatter, exact with the fix."""
     function, shape = MODELS[name]
     x = torch.randn(shape)
-    assert not torch.equal(traced(function, scatter_decomposition, x)(x), function(x))
-    assert torch.equal(traced(function, keeping_layout, x)(x), function(x))
+    assert not torch.equal(traced_with(function, contiguous_slice_scatter, x)(x), function(x))
+    assert torch.equal(traced_with(function, keeping_layout, x)(x), function(x))
 
 
 def test_whole_dimension_slice_is_exact_with_the_fix():
     function, shape = MODELS["whole_dimension"]
     x = torch.randn(shape)
-    assert torch.equal(traced(function, keeping_layout, x)(x), function(x))
+    assert torch.equal(traced_with(function, keeping_layout, x)(x), function(x))
 
 
 LAYOUTS = {
@@ -131,8 +115,8 @@ def test_the_fix_adds_a_copy_only_where_the_layout_differs():
     row, shape = MODELS["row"]
     x = torch.randn(shape)
     permutes = [
-        sum(node.target is aten.permute.default for node in traced(row, decomposition, x).graph.nodes)
-        for decomposition in (scatter_decomposition, keeping_layout)
+        sum(node.target is aten.permute.default for node in traced_with(row, decomposition, x).graph.nodes)
+        for decomposition in (contiguous_slice_scatter, keeping_layout)
     ]
     # Into the input's physical order and back, around one contiguous copy, per scatter that functionalization
     # emits for the update (it replays the write onto the base as well).
@@ -144,7 +128,7 @@ def test_the_fix_adds_a_copy_only_where_the_layout_differs():
         x[:, 0] += 1
         return x
 
-    untouched = traced(contiguous_row_update, keeping_layout, contiguous)
+    untouched = traced_with(contiguous_row_update, keeping_layout, contiguous)
     assert not any(node.target is aten.permute.default for node in untouched.graph.nodes)
 
 
@@ -153,7 +137,7 @@ def test_a_call_without_dim_gets_the_schemas_default():
     default for dim (the schema's is 0)."""
 
     def requires_dim(input_tensor, src, dim, start=None, end=None, step=1):
-        return scatter_decomposition(input_tensor, src, dim, start, end, step)
+        return contiguous_slice_scatter(input_tensor, src, dim, start, end, step)
 
     x, src = torch.randn(3, 4).t(), torch.randn(4, 3)
     out = ksl._keeping_layout(requires_dim, None, (x, src), {})
