@@ -409,12 +409,14 @@ _SERVING_PROCESS = textwrap.dedent(
     exec(prelude)
     import torch
     import torch_tensorrt
+    from torch.utils._pytree import tree_map
 
     module = torch_tensorrt.load(saved).module()
     outputs, arguments, buffers = [], [], []
     with torch.no_grad():
         for call in torch.load(calls_file, weights_only=True):
-            outputs.append(module(*call))
+            # Copies: an output may be a buffer itself (a model returning what it updates), which the next call changes.
+            outputs.append(tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, module(*call)))
             arguments.append([a.clone() if isinstance(a, torch.Tensor) else a for a in call])
             buffers.append({name: b.clone() for name, b in module.named_buffers()})
     if "trt_compat" in sys.modules:

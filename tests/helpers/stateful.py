@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Tuple
 
 import torch
 from torch import nn
+from torch.utils._pytree import tree_map
 
 CACHE_SHAPE = (1, 2, 6, 4)
 
@@ -141,7 +142,8 @@ def eager_calls(case: Case, calls: int = CALLS) -> List[Tuple[Any, Dict[str, tor
     with torch.no_grad():
         for call in range(calls):
             arguments = case.arguments(call)
-            output = model(*arguments)
+            # A copy: a returned buffer is the buffer itself in eager mode, which the next call changes.
+            output = tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, model(*arguments))
             results.append((output, state_of(model, arguments)))
     return results
 

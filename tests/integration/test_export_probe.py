@@ -13,9 +13,9 @@ if _REASON:
     pytest.skip(_REASON, allow_module_level=True)
 
 import torch  # noqa: E402
-from trt_compat.probing import Probe, ServingError  # noqa: E402
 
 from tests.helpers.stateful import differences  # noqa: E402
+from trt_compat.probing import Probe, ServingError  # noqa: E402
 
 
 class Block(torch.nn.Module):
