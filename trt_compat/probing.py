@@ -26,6 +26,7 @@ Imports torch and torch_tensorrt when used, never at import.
 """
 
 import contextlib
+import functools
 import importlib.util
 import inspect
 import os
@@ -474,6 +475,7 @@ def _tensor(t: Any) -> str:
 def _spy(owner: Any, name: str, produced: List[Any]) -> Iterator[None]:
     original = getattr(owner, name)
 
+    @functools.wraps(original)
     def spy(*args: Any, **kwargs: Any) -> Any:
         produced.append(original(*args, **kwargs))
         return produced[-1]
