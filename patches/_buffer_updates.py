@@ -1,6 +1,7 @@
 """What the export-path patches share: finding the buffer updates ``ExportedProgram.module()`` writes, letting the
-graph read a written value instead of its ``copy_``, and writing values back into buffers at the top level of a
-compiled module. A helper module, not a patch.
+graph read a written value instead of its ``copy_``, writing values back into buffers at the top level of a compiled
+module, wrapping what ``dynamo.compile`` calls, and the step counter their reproducers compile. A helper module, not a
+patch.
 
 ``ExportedProgram.module()`` turns each BUFFER_MUTATION of an exported program into a ``get_attr`` of the buffer and an
 ``aten.copy_(buffer, new_value)`` just before the output; a model that returns the buffer it updated returns that
@@ -14,6 +15,8 @@ from typing import Any, Callable, Dict, List, NamedTuple, Sequence, Tuple
 
 import torch
 from torch.fx import GraphModule, Node
+
+from trt_compat.patching import PatchContext, TargetChanged
 
 aten = torch.ops.aten
 
@@ -130,3 +133,28 @@ def calls_global(function: Callable, module: Any, name: str) -> bool:
     function = inspect.unwrap(function)
     code = getattr(function, "__code__", None)
     return code is not None and name in code.co_names and getattr(function, "__globals__", None) is vars(module)
+
+
+COMPILER = "torch_tensorrt.dynamo._compiler"
+
+
+def wrap_called_by_compile(ctx: PatchContext, name: str, wrapper: Callable) -> None:
+    """Wrap ``torch_tensorrt.dynamo._compiler.<name>`` with ``ctx``, after checking that ``dynamo.compile`` looks it up
+    there (so that the wrapper is what it calls); TargetChanged otherwise."""
+    compiler = ctx.import_module(COMPILER)
+    ctx.require_attr(compiler, name, callable)
+    if not calls_global(ctx.require_attr(compiler, "compile", callable), compiler, name):
+        raise TargetChanged(f"{COMPILER}.compile no longer calls the module's {name}")
+    ctx.wrap_function(compiler, name, wrapper)
+
+
+class StepCounter(torch.nn.Module):
+    """``self.count.add_(1); return x * self.count``: the reproducers' model of an updated buffer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("count", torch.zeros(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.count.add_(1)
+        return x * self.count

@@ -43,11 +43,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch.fx import GraphModule
-from trt_compat.patches._buffer_updates import calls_global, resolve, write_back
+from trt_compat.patches._buffer_updates import COMPILER, StepCounter, resolve, wrap_called_by_compile, write_back
 
-from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext, TargetChanged
+from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext
 
-_COMPILER = "torch_tensorrt.dynamo._compiler"
 _COPYBACK = "_copyback_mutation_buffers"  # upstream's record, on the compiled module's meta, of its copy-back buffers
 
 
@@ -82,18 +81,8 @@ def _buffer_or_none(gm: GraphModule, name: str) -> Any:
 # Reproducer (run by `python -m trt_compat verify` and the compatibility matrix)
 
 
-class StepCounter(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("count", torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.count.add_(1)
-        return x * self.count
-
-
 def check_copy_back_in_memory(probe: Any) -> Optional[str]:
-    if not hasattr(importlib.import_module(_COMPILER), "hide_copyback_outputs"):
+    if not hasattr(importlib.import_module(COMPILER), "hide_copyback_outputs"):
         raise NotApplicable("copy-back is new in 2.14.0")
     x = torch.arange(6.0).view(2, 3)
     compiled = probe.compile_exported(StepCounter().eval(), x)
@@ -133,8 +122,4 @@ def _copy_back_then_hide(wrapped: Callable, instance: Any, args: tuple, kwargs: 
 
 
 def apply(ctx: PatchContext) -> None:
-    compiler = ctx.import_module(_COMPILER)
-    ctx.require_attr(compiler, "hide_copyback_outputs", callable)
-    if not calls_global(ctx.require_attr(compiler, "compile", callable), compiler, "hide_copyback_outputs"):
-        raise TargetChanged(f"{_COMPILER}.compile no longer calls the module's hide_copyback_outputs")
-    ctx.wrap_function(compiler, "hide_copyback_outputs", _copy_back_then_hide)
+    wrap_called_by_compile(ctx, "hide_copyback_outputs", _copy_back_then_hide)

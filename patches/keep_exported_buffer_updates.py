@@ -66,13 +66,15 @@ import torch
 from torch.fx import GraphModule, Node
 from torch.fx.graph import CodeGen
 from trt_compat.patches._buffer_updates import (
+    COMPILER,
     BufferUpdateError,
+    StepCounter,
     buffer_writes,
-    calls_global,
     check_one_write_per_buffer,
     read_written_values,
     resolve,
     set_buffer,
+    wrap_called_by_compile,
     write_back,
 )
 
@@ -80,7 +82,6 @@ from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext, Targ
 
 logger = logging.getLogger("trt_compat")
 
-_COMPILER = "torch_tensorrt.dynamo._compiler"
 _LIFTED = "trt_compat_lifted_buffer"  # placeholder meta: the buffer this graph input stands for
 _REMEDY = (
     "write the buffer once, with a value of its own shape and dtype, or set "
@@ -233,19 +234,9 @@ def _put_back_after_compile(wrapped: Callable, instance: Any, args: tuple, kwarg
 # Reproducer (run by `python -m trt_compat verify` and the compatibility matrix)
 
 
-class StepCounter(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("count", torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.count.add_(1)
-        return x * self.count
-
-
 def check_exported_counter(probe: Any) -> Optional[str]:
     """Three calls of the compiled counter, compared with eager: outputs and the counter."""
-    if hasattr(importlib.import_module(_COMPILER), "lift_mutated_buffers"):
+    if hasattr(importlib.import_module(COMPILER), "lift_mutated_buffers"):
         raise NotApplicable("from 2.14.0 dynamo.compile lifts updated buffers itself (see apply_buffer_copy_back)")
     x = torch.arange(6.0).view(2, 3)
     eager = StepCounter().eval()
@@ -287,16 +278,10 @@ PATCH = Patch(
 
 
 def apply(ctx: PatchContext) -> None:
-    compiler = ctx.import_module(_COMPILER)
-    ctx.require_attr(compiler, "post_lowering", callable)
+    compiler = ctx.import_module(COMPILER)
     compile_module = ctx.require_attr(compiler, "compile_module", callable)
-    entry = ctx.require_attr(compiler, "compile", callable)
-    # Both are looked up as module globals by dynamo.compile, so replacing them there is what it calls.
-    for name in ("post_lowering", "compile_module"):
-        if not calls_global(entry, compiler, name):
-            raise TargetChanged(f"{_COMPILER}.compile no longer calls the module's {name}")
     parameters = list(inspect.signature(inspect.unwrap(compile_module)).parameters)
     if parameters[:1] != ["gm"] or len(parameters) < 2 or not parameters[1].startswith("sample"):
-        raise TargetChanged(f"{_COMPILER}.compile_module no longer takes (gm, sample inputs, ...)")
-    ctx.wrap_function(compiler, "post_lowering", _lift_before_lowering)
-    ctx.wrap_function(compiler, "compile_module", _put_back_after_compile)
+        raise TargetChanged(f"{COMPILER}.compile_module no longer takes (gm, sample inputs, ...)")
+    wrap_called_by_compile(ctx, "post_lowering", _lift_before_lowering)
+    wrap_called_by_compile(ctx, "compile_module", _put_back_after_compile)

@@ -36,13 +36,18 @@ from typing import Any, Callable, Optional
 
 import torch
 from torch.fx import GraphModule
-from trt_compat.patches._buffer_updates import BufferUpdateError, buffer_writes, calls_global, read_written_values
+from trt_compat.patches._buffer_updates import (
+    COMPILER,
+    BufferUpdateError,
+    buffer_writes,
+    read_written_values,
+    wrap_called_by_compile,
+)
 
-from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext, TargetChanged
+from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext
 
 __all__ = ["BufferUpdateError", "read_updated_buffer_values"]
 
-_COMPILER = "torch_tensorrt.dynamo._compiler"
 _REMEDY = (
     "return a copy of the new value in the buffer's shape and dtype (e.g. self.count.clone() after the update), or set "
     "TRT_COMPAT_DISABLE=return_updated_buffers to get upstream's behaviour (the compile then fails)."
@@ -74,7 +79,7 @@ class ReturnedCounter(torch.nn.Module):
 
 
 def check_returned_buffer(probe: Any) -> Optional[str]:
-    if not hasattr(importlib.import_module(_COMPILER), "lift_mutated_buffers"):
+    if not hasattr(importlib.import_module(COMPILER), "lift_mutated_buffers"):
         raise NotApplicable("lift_mutated_buffers is new in 2.14.0")
     x = torch.arange(6.0).view(2, 3)
     try:
@@ -113,8 +118,4 @@ def _read_values_first(wrapped: Callable, instance: Any, args: tuple, kwargs: di
 
 
 def apply(ctx: PatchContext) -> None:
-    compiler = ctx.import_module(_COMPILER)
-    ctx.require_attr(compiler, "lift_mutated_buffers", callable)
-    if not calls_global(ctx.require_attr(compiler, "compile", callable), compiler, "lift_mutated_buffers"):
-        raise TargetChanged(f"{_COMPILER}.compile no longer calls the module's lift_mutated_buffers")
-    ctx.wrap_function(compiler, "lift_mutated_buffers", _read_values_first)
+    wrap_called_by_compile(ctx, "lift_mutated_buffers", _read_values_first)

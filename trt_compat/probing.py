@@ -115,19 +115,23 @@ class Probe:
 
         return "dryrun" in getattr(CompilationSettings, "__dataclass_fields__", {})
 
+    def _where_to_compile(self, model: Any, inputs: tuple, options: Dict[str, Any]) -> Tuple[Any, tuple, dict]:
+        """The model and inputs on the GPU with engines built, or as they are with ``dryrun``; the compile's settings
+        (one accelerated block is enough, and a failing build raises instead of falling back to PyTorch)."""
+        if not self.on_gpu and not self.has_dryrun:
+            raise NotApplicable(f"torch-tensorrt {_text(self.release)} has no dryrun option and there is no GPU")
+        settings = {"min_block_size": 1, "pass_through_build_failures": True, **options}
+        if self.on_gpu:
+            return model.cuda(), tuple(_to_cuda(x) for x in inputs), settings
+        return model, inputs, {**settings, "dryrun": True}
+
     def compile(self, model: Any, *inputs: Any, **options: Any) -> Compiled:
         """``torch.compile(model, backend="torch_tensorrt")`` called once on ``inputs``; raises what the backend
         raised (never falls back to eager silently: ``pass_through_build_failures``)."""
         torch = self.torch
         from torch_tensorrt.dynamo.backend import backends
 
-        if not self.on_gpu and not self.has_dryrun:
-            raise NotApplicable(f"torch-tensorrt {_text(self.release)} has no dryrun option and there is no GPU")
-        settings = {"min_block_size": 1, "pass_through_build_failures": True, **options}
-        if self.on_gpu:
-            model, inputs = model.cuda(), tuple(_to_cuda(x) for x in inputs)
-        else:
-            settings["dryrun"] = True
+        model, inputs, settings = self._where_to_compile(model, inputs, options)
         produced: List[Any] = []
         torch._dynamo.reset()
         with _spy(backends, "compile_module", produced), self._block_inputs_on_cpu():
@@ -158,13 +162,7 @@ class Probe:
         for :meth:`serve`."""
         torch = self.torch
         compile_exported = self.torch_tensorrt.dynamo.compile
-        if not self.on_gpu and not self.has_dryrun:
-            raise NotApplicable(f"torch-tensorrt {_text(self.release)} has no dryrun option and there is no GPU")
-        settings = {"min_block_size": 1, "pass_through_build_failures": True, **options}
-        if self.on_gpu:
-            model, inputs = model.cuda(), tuple(_to_cuda(x) for x in inputs)
-        else:
-            settings["dryrun"] = True
+        model, inputs, settings = self._where_to_compile(model, inputs, options)
         program = torch.export.export(model, tuple(inputs), dynamic_shapes=dynamic_shapes)
         # The sample inputs' keyword is arg_inputs from 2.5 (inputs before), which later releases still accept.
         keyword = "arg_inputs" if "arg_inputs" in inspect.signature(compile_exported).parameters else "inputs"
