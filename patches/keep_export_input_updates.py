@@ -25,8 +25,9 @@ serving process never updates the input either. Nothing warns.
 
 trt_compat replaces the pass by one that erases what nothing uses, as upstream's does, except nodes that write into
 one of their arguments (in-place and ``out=`` ops, as their schemas declare). The ``copy_`` has no TensorRT converter,
-so it stays in a PyTorch block that runs after the engine computing the new value; ``torch_tensorrt.save`` records it
-as a USER_INPUT_MUTATION, so the serving process updates the caller's tensor too, without trt_compat.
+so it stays in a PyTorch block that runs after the engine computing the new value; the program ``torch_tensorrt.save``
+writes keeps it (the in-place op in torch 2.12's and 2.14's export IR), so the serving process updates the caller's
+tensor too, without trt_compat.
 """
 
 from __future__ import annotations

@@ -41,9 +41,9 @@ every former ``get_attr`` of it) and its new value an extra graph output, and th
 fold the buffer or erase its write, and engines take it as an input binding. After ``compile_module`` the compiled
 module reads the buffer from its own state again (registered under its name), passes it to the engines, and copies the
 new value into it after the engines have run, with an ``aten.copy_`` at its top level; its calling convention is the
-model's again. ``torch_tensorrt.save`` (retracing the module with ``torch.export``) records that ``copy_`` as a
-BUFFER_MUTATION, so ``torch_tensorrt.load(...).module()`` keeps the update in a serving process that has never
-imported trt_compat. Only ``dynamo.compile`` and ``cross_compile_for_windows`` are changed (their ``post_lowering`` is
+model's again. ``torch_tensorrt.save`` (retracing the module with ``torch.export``) keeps that ``copy_`` in the saved
+program -- as a BUFFER_MUTATION of its signature on torch 2.4-2.5, as the in-place op in torch 2.12's export IR -- so
+``torch_tensorrt.load(...).module()`` keeps the update in a serving process that has never imported trt_compat. Only ``dynamo.compile`` and ``cross_compile_for_windows`` are changed (their ``post_lowering`` is
 followed by ``compile_module``, which puts the buffers back); ``convert_exported_program_to_serialized_trt_engine``
 returns a bare engine with nowhere to write an update, and is left as upstream has it.
 
