@@ -11,8 +11,8 @@ constant:
   with the buffer (measured by tracing the pass list on 2.4.0, 2.5.0 and 2.12.1: the ``copy_`` and the ``count``
   attribute are gone after ``constant_fold``, and every call computes with ``count == 1``; the compiled module has no
   ``count`` buffer at all). A read of the cache that is folded (``cache[:, :, 2:3]``) becomes a parameter that shares
-  the buffer's storage, and ``torch_tensorrt.save`` then fails on 2.4.0 and 2.5.0 ("Encountered aliased inputs that
-  are mutated in the graph");
+  the buffer's storage, and ``torch_tensorrt.save(..., retrace=True)`` then fails on 2.4.0 and 2.5.0 ("Encountered
+  aliased inputs that are mutated in the graph");
 * whatever is not folded and lands in an engine is an engine weight, copied into the engine when it is built
   (2.14's ``lowering/_buffer_lifting.py`` says so of buffers: it "becomes baked into the engine"), so a buffer an
   engine reads never changes for it, whatever writes it afterwards;
