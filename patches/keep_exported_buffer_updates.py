@@ -43,9 +43,10 @@ module reads the buffer from its own state again (registered under its name), pa
 new value into it after the engines have run, with an ``aten.copy_`` at its top level; its calling convention is the
 model's again. ``torch_tensorrt.save`` (retracing the module with ``torch.export``) keeps that ``copy_`` in the saved
 program -- as a BUFFER_MUTATION of its signature on torch 2.4-2.5, as the in-place op in torch 2.12's export IR -- so
-``torch_tensorrt.load(...).module()`` keeps the update in a serving process that has never imported trt_compat. Only ``dynamo.compile`` and ``cross_compile_for_windows`` are changed (their ``post_lowering`` is
-followed by ``compile_module``, which puts the buffers back); ``convert_exported_program_to_serialized_trt_engine``
-returns a bare engine with nowhere to write an update, and is left as upstream has it.
+``torch_tensorrt.load(...).module()`` keeps the update in a serving process that has never imported trt_compat.
+Only ``dynamo.compile`` and ``cross_compile_for_windows`` are changed (their ``post_lowering`` is followed by
+``compile_module``, which puts the buffers back); ``convert_exported_program_to_serialized_trt_engine`` returns a bare
+engine with nowhere to write an update, and is left as upstream has it.
 
 Refused at compile time, with a :class:`BufferUpdateError` naming the node and the remedy: two writes of one buffer,
 and a model that reads the buffer it updated (returns it) when the new value has another shape or dtype than the
