@@ -31,8 +31,9 @@ def copies(gm):
 
 def test_the_copy_loses_its_reader_and_the_graph_behaves_as_eager():
     gm = exported("counter_returned")
-    assert [len(c.users) for c in copies(gm)] == [1]
-    assert read_updated_buffer_values(gm) == 1
+    # The module torch 2.13+ unlifts returns the copy_ itself; torch 2.4's returns the value written: nothing to do.
+    (readers,) = [len(c.users) for c in copies(gm)]
+    assert read_updated_buffer_values(gm) == readers
     assert [len(c.users) for c in copies(gm)] == [0]
     assert compare_calls(CASES["counter_returned"], gm) == []
 
