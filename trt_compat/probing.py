@@ -70,9 +70,9 @@ class Probe:
 
         return "dryrun" in getattr(CompilationSettings, "__dataclass_fields__", {})
 
-    def compile(self, model: Any, *inputs: Any, **options: Any) -> Compiled:
-        """``torch.compile(model, backend="torch_tensorrt")`` called once on ``inputs``; raises what the backend
-        raised (never falls back to eager silently: ``pass_through_build_failures``)."""
+    def compile(self, model: Any, *inputs: Any, dynamic: Optional[bool] = None, **options: Any) -> Compiled:
+        """``torch.compile(model, backend="torch_tensorrt", dynamic=dynamic)`` called once on ``inputs``; raises what
+        the backend raised (never falls back to eager silently: ``pass_through_build_failures``)."""
         torch = self.torch
         from torch_tensorrt.dynamo.backend import backends
 
@@ -86,7 +86,7 @@ class Probe:
         produced: List[Any] = []
         torch._dynamo.reset()
         with _spy(backends, "compile_module", produced), self._block_inputs_on_cpu():
-            compiled = torch.compile(model, backend="torch_tensorrt", options=settings)
+            compiled = torch.compile(model, backend="torch_tensorrt", options=settings, dynamic=dynamic)
             try:
                 with torch.no_grad():
                     output = compiled(*inputs)
