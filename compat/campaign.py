@@ -7,9 +7,11 @@ Run with a release's harness venv, from the repository root:
     .venvs/tt-2.14.0/bin/python -m compat.campaign --models generated,smoke,reproducers --generated 200
     .venvs/tt-2.14.0/bin/python -m compat.campaign --models resnet18,gen-0017 --print
 
-Each model is compiled with ``torch.compile(backend="torch_tensorrt")`` in dryrun (trt_compat.probing.Probe, which
-handles the releases' differences): first with every trt_compat patch reverted and the value audit on, then with
-the patches applied (and, if that result differs from eager, again with the audit on). Per side it records
+Each model is compiled in dryrun on two paths (``torch.compile(backend="torch_tensorrt")`` through
+trt_compat.probing.Probe, which handles the releases' differences, and ``torch.export`` -> ``torch_tensorrt.dynamo.
+compile``, then saved and reloaded in fresh processes) with static and dynamic shapes (compat/variants.py), three
+calls each: first with every trt_compat patch reverted, then with the patches applied; a side whose result differs
+from eager is measured again with the value audit on. Per side it records
 whether it compiled (else the error's first line), the largest absolute difference to eager over the outputs and
 the final contents of the inputs and buffers (0.0 is bit-exact: NaN equals NaN, the sign of zero counts), the
 number of TensorRT blocks, and the value audit's findings (attributed bit for bit: the audit's tolerances are
@@ -134,6 +136,7 @@ class Case:
         self.next_inputs: Optional[Callable[[str, int, tuple], tuple]] = None
         self.shape_changes = False
         self.compare_buffers = True  # False: the model's buffers are not state a call leaves (caches handled apart)
+        self.dynamic_true = False  # dynamic shapes on the compile path: torch.compile(dynamic=True), not mark_dynamic
 
     def dynamic_axes(self, inputs: tuple) -> Any:
         from compat import variants
@@ -247,13 +250,35 @@ PROBES: Dict[str, Tuple[str, Callable[[Any], Tuple[Any, tuple]]]] = {
 }
 
 
+def _ceil_pool_between_convs(torch: Any) -> Tuple[Any, tuple]:
+    from trt_compat.patches.tuple_partition_inputs import ConvCeilPool
+
+    return ConvCeilPool(), (torch.randn(2, 3, 16, 16),)
+
+
+def _attention_block(torch: Any) -> Tuple[Any, tuple]:
+    from tests.helpers.models import smoke_model
+
+    return smoke_model("transformer_views")
+
+
+# Compiled with torch.compile(..., dynamic=True) in their dynamic variant (every size symbolic and unbounded), not
+# mark_dynamic with bounds: the sizes after a ceil-mode pool or an attention reshape are expressions without an upper
+# bound, and the SymInt inputs dynamic=True adds are used by the graph.
+DYNAMIC_TRUE_PROBES: Dict[str, Tuple[str, Callable[[Any], Tuple[Any, tuple]]]] = {
+    "dynamic_true_ceil_pool": ("conv, MaxPool2d(3, 2, ceil_mode=True), conv; dynamic=True", _ceil_pool_between_convs),
+    "dynamic_true_attention": ("pre-norm transformer block (view/transpose attention); dynamic=True", _attention_block),
+}
+
+
 def probe_cases() -> List[Case]:
     import torch
 
     cases = []
-    for name, (what, make) in PROBES.items():
+    for name, (what, make) in {**PROBES, **DYNAMIC_TRUE_PROBES}.items():
         case = Case(name, "probes", lambda make=make: _seeded(make, torch), what)
-        case.scalar_capture = True
+        case.scalar_capture = name in PROBES
+        case.dynamic_true = name in DYNAMIC_TRUE_PROBES
         cases.append(case)
     return cases
 
@@ -415,9 +440,10 @@ def measure(
             with time_limit(timeout), contextlib.redirect_stdout(sys.stderr), _on_cpu(probe):
                 before = [_clone(inputs)]
                 if path == "compile":
-                    if dynamic is not None:
+                    if dynamic is not None and not case.dynamic_true:
                         variants.mark_dynamic(inputs, dynamic)
-                    compiled: Any = probe.compile(model, *inputs, dynamic=None if dynamic is not None else False)
+                    how = (True if case.dynamic_true else None) if dynamic is not None else False
+                    compiled: Any = probe.compile(model, *inputs, dynamic=how)
                 else:
                     compiled = variants.compile_exported(probe, model, inputs, dynamic)
                 stage = "call 2"
@@ -582,9 +608,14 @@ def run_case(probe: Any, case: Case, variant: Tuple[str, str], timeout: int, sav
     except Exception as exc:
         record.update(status="not run", reason=f"eager PyTorch fails: {_error(exc)}")
         return record
+    # Each side is measured without the value audit (the audit runs every pass's graph again: it dominates the cost
+    # of a large model), and again with it only when the result is not bit-exact; the status is the unaudited one.
     trt_compat.revert()
     try:
-        record["without"], _ = measure(probe, case, variant, expected, with_audit=True, timeout=timeout)
+        record["without"], _ = measure(probe, case, variant, expected, with_audit=False, timeout=timeout)
+        if record["without"]["status"] in ("mismatch", "failed"):
+            audited, _ = measure(probe, case, variant, expected, with_audit=True, timeout=timeout)
+            record["without"]["audit"] = audited.get("audit", [])
     finally:
         trt_compat.apply()
     record["with"], saved = measure(probe, case, variant, expected, with_audit=False, timeout=timeout)
