@@ -463,6 +463,8 @@ def measure(
                 where=where,
                 blocks=len(compiled.blocks),
             )
+            if entry["status"] == "mismatch" and path == "export":
+                entry["vs_decomposed"] = _against_decomposed(probe, case, shapes, actual)
         finally:
             uncount()
     if path == "compile":
@@ -471,6 +473,30 @@ def measure(
         entry["audit"] = [_finding(f) for f in found if isinstance(f, audit.ValueFinding)][:FINDINGS_KEPT]
     entry["seconds"] = round(time.perf_counter() - started, 2)
     return entry, (saved if path == "export" and entry.get("status") in ("ok", "mismatch") else None)
+
+
+def _against_decomposed(probe: Any, case: Case, shapes: str, actual: List[Tuple[str, Any]]) -> str:
+    """The export path's result against the exported program with Torch-TensorRT's decompositions applied, run in
+    PyTorch ("same": every value bit for bit, i.e. the difference to eager is the decompositions' own rounding, not a
+    later pass; else where they first differ). The value audit does not see the export path's decompositions
+    (ExportedProgram.run_decompositions is not a pass it wraps)."""
+    import torch
+
+    from compat import variants
+
+    try:
+        lowering = importlib.import_module("torch_tensorrt.dynamo.lowering")
+        model, inputs, dynamic = case.prepared(shapes)
+        program = torch.export.export(model, inputs, dynamic_shapes=variants.export_dynamic_shapes(inputs, dynamic))
+        decomposed = program.run_decompositions(lowering.get_decompositions(False)).module()
+        with torch.no_grad(), _on_cpu(probe):
+            named, _ = _calls(case, shapes, dynamic, model, inputs, decomposed(*inputs), decomposed)
+    except Exception as exc:
+        return f"not measured: {_error(exc)}"
+    outputs = [(name, value) for name, value in named if not name.startswith("buffer ")]
+    compared = [(name, value) for name, value in actual if not name.startswith("buffer ")]
+    difference, _, where = compare(compared, outputs)
+    return "same" if difference == 0.0 and not where else where
 
 
 @contextlib.contextmanager

@@ -11,6 +11,7 @@ tensors registered as buffers of the wrapper (the state compared after the calls
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Dict, List, Tuple
 
 from compat import variants
@@ -40,7 +41,8 @@ def timm_cases(case_class: Any) -> List[Any]:
 
     try:
         import timm
-    except ImportError:
+    except Exception as exc:  # not installed, or not importable with this torch: the family has no cases
+        print(f"campaign: no timm models: {type(exc).__name__}: {exc}", file=sys.stderr)
         return []
     available = set(timm.list_models())
     cases = []
@@ -205,7 +207,8 @@ def transformers_cases(case_class: Any) -> List[Any]:
 
     try:
         import transformers
-    except ImportError:
+    except Exception as exc:  # not installed, or not importable with this torch: the family has no cases
+        print(f"campaign: no transformers models: {type(exc).__name__}: {exc}", file=sys.stderr)
         return []
     cases = []
     for kind in TRANSFORMERS:

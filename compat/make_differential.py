@@ -25,7 +25,9 @@ from typing import Dict, List, Optional, Tuple
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "differential"
 OUTPUT = HERE / "DIFFERENTIAL.md"
-SIDES = ("without", "with")
+SIDES = ("without", "with", "reload_without", "reload_with")
+PATHS = ("compile", "export")
+SHAPES = ("static", "dynamic")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,16 @@ class Rule:
     relative_at_most: Optional[float] = None  # largest difference to eager, relative to the value's magnitude
     where: Optional[str] = None  # regular expression the first difference's description must contain
     note: Optional[str] = None  # regular expression the model's description must contain (generated models)
+    paths: Tuple[str, ...] = PATHS  # the compile paths it covers (compile: torch.compile; export: dynamo.compile)
+    shapes: Tuple[str, ...] = SHAPES  # static, dynamic
+    # The sides it covers: without / with trt_compat in the compiling process, reload_without / reload_with: the
+    # program compiled with trt_compat, saved, and loaded in a fresh process without / with trt_compat.
+    sides: Tuple[str, ...] = SIDES
+    # Export path: regular expression the comparison with the decomposed exported program run in PyTorch must match
+    # ("same": the compiled module computes exactly what the decompositions compute).
+    vs_decomposed: Optional[str] = None
+    # Reload sides: the reloaded program differs from eager exactly as the in-process compiled module (with) does.
+    same_as_compiled: bool = False
 
     @property
     def verdict(self) -> str:
@@ -118,7 +130,7 @@ TRIAGE: Tuple[Rule, ...] = (
         first_pass="aot_export_joint_simple",
         only_passes=("aot_export_joint_simple",),
         relative_at_most=1e-5,
-        where=r"^call [12], output ",
+        where=r"^call [123], output ",
         reason=(
             "AOT tracing applies Torch-TensorRT's decompositions, which replace fused kernels by elementary ops: "
             "the same function rounded at each step, so the last bits differ from eager (measured on single ops on "
@@ -134,7 +146,7 @@ TRIAGE: Tuple[Rule, ...] = (
         first_pass="repair_input_aliasing",
         only_passes=("repair_input_aliasing", "aot_export_joint_simple"),
         relative_at_most=1e-5,
-        where=r"^call [12], output ",
+        where=r"^call [123], output ",
         reason=(
             "repair_input_aliasing clones every graph input, parameters included, and a clone does not require grad: "
             "matmul picks its kernel by requires_grad even under no_grad (it folds the batch dimensions of a "
@@ -321,6 +333,11 @@ def load(folder: Path) -> Dict[str, dict]:
     return dict(sorted(found.items(), key=lambda item: parse_release(item[0])))
 
 
+def variant_of(record: dict) -> Tuple[str, str]:
+    """(path, shapes) of a record; records from before the dimensions existed are torch.compile with static shapes."""
+    return record.get("path", "compile"), record.get("shapes", "static")
+
+
 def first_finding(side: dict) -> dict:
     findings = side.get("audit") or []
     return findings[0] if findings else {}
@@ -330,15 +347,21 @@ def first_pass(side: dict) -> str:
     return first_finding(side).get("pass", "")
 
 
-def matches(rule: Rule, release: str, model: str, side_name: str, side: dict, note: str = "") -> bool:
+def matches(
+    rule: Rule, release: str, model: str, side_name: str, side: dict, note: str = "", record: Optional[dict] = None
+) -> bool:
     version = parse_release(release)
     if side.get("status") != rule.status or version < parse_release(rule.first):
+        return False
+    record = record or {}
+    path, shapes = variant_of(record)
+    if side_name not in rule.sides or path not in rule.paths or shapes not in rule.shapes:
         return False
     if rule.fixed is not None and version >= parse_release(rule.fixed):
         return False
     if not fnmatch.fnmatchcase(model, rule.models):
         return False
-    if rule.patch is not None and side_name == "with" and rule.patch in side.get("patches", []):
+    if rule.patch is not None and side_name != "without" and rule.patch in side.get("patches", []):
         return False  # the patch was applied, and the problem is still there: not fixed
     findings = (side.get("audit") or []) if rule.any_finding else [first_finding(side)]
     if not any(_finding_matches(rule, finding) for finding in findings):
@@ -353,6 +376,13 @@ def matches(rule: Rule, release: str, model: str, side_name: str, side: dict, no
         return False
     if rule.relative_at_most is not None and not _number(side.get("relative_difference")) <= rule.relative_at_most:
         return False
+    if rule.vs_decomposed is not None and not re.search(rule.vs_decomposed, side.get("vs_decomposed", "")):
+        return False
+    if rule.same_as_compiled:
+        compiled = record.get("with") or {}
+        fields = ("status", "max_difference", "where")
+        if any(side.get(name) != compiled.get(name) for name in fields):
+            return False
     return True
 
 
@@ -370,7 +400,7 @@ def _number(value: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
-@dataclass
+@dataclass(eq=False)
 class Case:
     release: str
     model: str
@@ -378,6 +408,7 @@ class Case:
     side: str
     record: dict
     rule: Optional[Rule]
+    full: dict  # the model's whole record (path, shapes, note)
 
 
 def problems(results: Dict[str, dict]) -> List[Case]:
@@ -389,19 +420,24 @@ def problems(results: Dict[str, dict]) -> List[Case]:
                 side = record.get(side_name)
                 if not side or side.get("status") not in ("failed", "mismatch"):
                     continue
-                note = record.get("note", "")
-                rule = next((r for r in TRIAGE if matches(r, release, model, side_name, side, note)), None)
-                found.append(Case(release, model, record.get("family", ""), side_name, side, rule))
+                note, name = record.get("note", ""), record.get("model", model)
+                rule = next((r for r in TRIAGE if matches(r, release, name, side_name, side, note, record)), None)
+                found.append(Case(release, model, record.get("family", ""), side_name, side, rule, record))
     return found
 
 
 # -- rendering ---------------------------------------------------------------------------------------------------
-def counts(data: dict, side_name: str) -> Tuple[int, int, int, int]:
-    """(models run, bit-exact, mismatched, failed to compile) on one side."""
-    sides = [record[side_name] for record in data["models"].values() if side_name in record]
+def counts(data: dict, side_name: str, variant: Optional[Tuple[str, str]] = None) -> Tuple[int, int, int, int]:
+    """(models run, bit-exact, mismatched, failed) on one side, of one (path, shapes) variant if given."""
+    records = [r for r in data["models"].values() if variant is None or variant_of(r) == variant]
+    sides = [record[side_name] for record in records if side_name in record]
     sides = [side for side in sides if side["status"] != "not run"]
     found = {status: sum(1 for side in sides if side["status"] == status) for status in ("ok", "mismatch", "failed")}
     return len(sides), found["ok"], found["mismatch"], found["failed"]
+
+
+def not_run(data: dict, variant: Tuple[str, str]) -> int:
+    return sum(1 for r in data["models"].values() if variant_of(r) == variant and "without" not in r)
 
 
 def _cell(text: str) -> str:
@@ -446,27 +482,59 @@ def render(results: Dict[str, dict]) -> Tuple[str, List[Case]]:
         "",
         "<!-- generated by compat/make_differential.py from compat/differential/*.json (do not edit by hand) -->",
         "",
-        'Every model compiled with `torch.compile(backend="torch_tensorrt")` in dryrun, without and with trt_compat,',
-        "and compared with eager PyTorch **bit for bit** (outputs, and the final contents of inputs and buffers); the",
-        "value audit names the graph pass behind each difference. Measured with `python -m compat.campaign` in each",
-        "release's harness venv; rendered and triaged by `python -m compat.make_differential`. Dryrun only: TensorRT",
-        "engines cannot be built or compared on these machines.",
+        "Every model compiled in dryrun on both paths, with static and dynamic shapes, without and with trt_compat,",
+        "and compared with eager PyTorch **bit for bit** over three calls (outputs, and the contents of inputs and",
+        "buffers after each call); the value audit names the graph pass behind each difference. Measured with",
+        "`python -m compat.campaign` in each release's harness venv; rendered and triaged by",
+        "`python -m compat.make_differential`. Dryrun only: TensorRT engines cannot be built or compared on these",
+        "machines, so what an engine computes (and whether its aliased outputs keep in-place updates) is not measured.",
         "",
         "## Per release",
         "",
-        "| release | torch | models | without trt_compat: bit-exact / mismatched / failed "
-        "| with trt_compat: bit-exact / mismatched / failed | open defects | untriaged | parts measured (both sides) |",
-        "|---|---|---|---|---|---|---|---|",
+        'Per release, path (`compile`: `torch.compile(backend="torch_tensorrt")`; `export`: `torch.export.export` ->',
+        "`torch_tensorrt.dynamo.compile`) and shapes (`static`; `dynamic`: three sizes of the batch or sequence axis,",
+        "`mark_dynamic` / `Dim` + `Input(min, opt, max)`): models compiled, then bit-exact / mismatched / failed over",
+        "three calls. `reloaded` rows: the export path's program compiled with trt_compat, saved with",
+        "`torch_tensorrt.save` and loaded in a fresh process without / with trt_compat (a failed save counts as failed",
+        "on both).",
+        "",
+        "| release | torch | path | shapes | compiled | without trt_compat: bit-exact / mismatched / failed "
+        "| with trt_compat: bit-exact / mismatched / failed | not run | open defects | untriaged |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for release, data in results.items():
-        run, *without = counts(data, "without")
-        _, *with_ = counts(data, "with")
-        open_here = sum(1 for case in still_open if case.release == release)
-        untriaged_here = sum(1 for case in untriaged if case.release == release)
-        lines.append(
-            f"| {release} | {data['versions'].get('torch', '?')} | {run} | {' / '.join(map(str, without))} "
-            f"| {' / '.join(map(str, with_))} | {open_here or ''} | {untriaged_here or ''} | {_part_cell(data)} |"
-        )
+        torch_version = data["versions"].get("torch", "?")
+        present = {variant_of(record) for record in data["models"].values()}
+        for path in PATHS:
+            for shapes in SHAPES:
+                if (path, shapes) not in present:
+                    continue
+                here = [c for c in cases if c.release == release and variant_of(c.full) == (path, shapes)]
+                opened = sum(1 for c in here if c in still_open) or ""
+                unexplained = sum(1 for c in here if c in untriaged) or ""
+                run, *without = counts(data, "without", (path, shapes))
+                _, *with_ = counts(data, "with", (path, shapes))
+                lines.append(
+                    f"| {release} | {torch_version} | {path} | {shapes} | {run} | {' / '.join(map(str, without))} "
+                    f"| {' / '.join(map(str, with_))} | {not_run(data, (path, shapes)) or ''} "
+                    f"| {opened} | {unexplained} |"
+                )
+                if path == "export":
+                    reloaded, *r_without = counts(data, "reload_without", (path, shapes))
+                    _, *r_with = counts(data, "reload_with", (path, shapes))
+                    if reloaded:
+                        lines.append(
+                            f"| {release} | {torch_version} | export, reloaded | {shapes} | {reloaded} "
+                            f"| {' / '.join(map(str, r_without))} | {' / '.join(map(str, r_with))} | | | |"
+                        )
+    lines += [
+        "",
+        "Time per part (both sides; `part@path-shapes`), as measured by `python -m compat.campaign`:",
+        "",
+        "| release | parts measured |",
+        "|---|---|",
+    ]
+    lines += [f"| {release} | {_part_cell(data)} |" for release, data in results.items()]
     lines += ["", "## Triage", "", "| rule | verdict | what | cases |", "|---|---|---|---|"]
     for rule in TRIAGE:
         covered = sum(1 for case in cases if case.rule is rule)
@@ -484,13 +552,14 @@ def render(results: Dict[str, dict]) -> Tuple[str, List[Case]]:
 
 def _case_table(cases: List[Case]) -> List[str]:
     rows = [
-        "| release | model | side | result | first pass the value audit names | triage |",
-        "|---|---|---|---|---|---|",
+        "| release | model | path | shapes | side | result | first pass the value audit names | triage |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for case in sorted(cases, key=lambda c: (parse_release(c.release), c.model, SIDES.index(c.side))):
         triage = f"`{case.rule.key}`" if case.rule else "**untriaged**"
         rows.append(
-            f"| {case.release} | {case.model} | {case.side} | {case.record['status']}: {_difference(case.record)} "
+            f"| {case.release} | {case.full.get('model', case.model)} | {' | '.join(variant_of(case.full))} "
+            f"| {case.side} | {case.record['status']}: {_difference(case.record)} "
             f"| {_named(case.record)} | {triage} |"
         )
     return rows
