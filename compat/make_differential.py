@@ -319,6 +319,91 @@ TRIAGE: Tuple[Rule, ...] = (
 )
 
 
+# The export path and dynamic shapes (compat/variants.py).
+EXPORT_RULES: Tuple[Rule, ...] = (
+    Rule(
+        key="export_decomposition_rounding",
+        status="mismatch",
+        paths=("export",),
+        sides=("without", "with"),
+        relative_at_most=1e-5,
+        where=r"^call [123], output ",
+        vs_decomposed=r"^same$",
+        reason=(
+            "the export path decomposes the exported program with Torch-TensorRT's decompositions "
+            "(ExportedProgram.run_decompositions, which the value audit does not wrap): the exported program with "
+            "those decompositions, run in PyTorch, gives the compiled module's numbers bit for bit, so the last bits "
+            "that differ from eager are the decompositions' own rounding (as decomposition_rounding on the "
+            "torch.compile path; Llama/Mistral RMSNorm and rotary embedding, T5's relative attention: 1.2e-7 to "
+            "9.5e-7 at magnitude ~1). Not a defect"
+        ),
+    ),
+    Rule(
+        key="reloaded_as_compiled",
+        status="mismatch",
+        paths=("export",),
+        sides=("reload_without", "reload_with"),
+        same_as_compiled=True,
+        reason=(
+            "the program saved with torch_tensorrt.save and loaded in a fresh process (with or without trt_compat) "
+            "computes exactly what the compiled module computed in the compiling process (same largest difference, "
+            "same first difference): the cause is the one its 'with' side is triaged with"
+        ),
+    ),
+    Rule(
+        key="save_needs_an_engine",
+        status="failed",
+        paths=("export",),
+        sides=("reload_without", "reload_with"),
+        error=r"^save: AttributeError: 'GraphModule' object has no attribute 'engine'",
+        reason=(
+            "torch_tensorrt.save inlines each TensorRT block's serialized engine (2.5.0 always; 2.14.0 for a "
+            "module compiled with dynamic shapes, where retrace=True keeps the symbolic shapes instead of "
+            "re-exporting); in dryrun no engine is built, so what a deployment would save cannot be saved here. "
+            "A limit of measuring without a GPU, not a defect: the reload is not measured"
+        ),
+    ),
+    Rule(
+        key="symint_inputs_misaligned",
+        status="failed",
+        first="2.4.0",
+        fixed="2.12.0",
+        paths=("compile",),
+        shapes=("dynamic",),
+        error=r"missing \d+ required positional arguments?: ",
+        reason=(
+            "2.4.0 and 2.5.0 _pretraced_backend: remove_sym_nodes erases only the SymInt placeholders nothing uses, "
+            "but the backend then passes AOT tracing only the tensor sample inputs; a SymInt input the graph "
+            "computes with (a dynamic batch or sequence length in a view/reshape: every attention block, GPT-2, "
+            "BERT, T5, Llama) shifts every later input by one, and AOT tracing fails with 'forward() missing N "
+            "required positional arguments' (the last N parameters). The compile fails loudly (by default the graph "
+            "falls back to PyTorch). 2.12.1 first replaces SymInt uses by sym_size and pops each removed "
+            "placeholder's sample input. Reduced: dynamic_true_attention (torch.compile(dynamic=True) of "
+            "tests/helpers/models.py's transformer block), with and without trt_compat"
+        ),
+    ),
+    Rule(
+        key="unbounded_dynamic_range",
+        status="failed",
+        first="2.5.0",
+        fixed="2.12.0",
+        paths=("compile",),
+        shapes=("dynamic",),
+        error=r"'Infinity' object has no attribute '_mpf_'",
+        reason=(
+            "2.5.0 torch_tensorrt.dynamo.utils.extract_var_range_info does int(var_range.upper) for every symbolic "
+            "size of a TensorRT block's input; with torch.compile(dynamic=True) a size has no upper bound, and for a "
+            "size that is an expression (the output of a ceil-mode pool, an attention reshape) bound_sympy gives "
+            "sympy's oo, whose int() raises this AttributeError inside sympy. construct_submodule_inputs fails, so "
+            "the compile fails loudly (by default falls back to PyTorch). Not with mark_dynamic(min, max) (bounded: "
+            "the campaign's other dynamic models). 2.12.1 maps torch's int_oo to None, 2.14.0 sympy's oo too. "
+            "Reduced: dynamic_true_ceil_pool (conv, MaxPool2d(3, 2, ceil_mode=True), conv; dynamic=True), with and "
+            "without trt_compat"
+        ),
+    ),
+)
+
+
 # -- reading -----------------------------------------------------------------------------------------------------
 def parse_release(text: str) -> Tuple[int, ...]:
     parts = tuple(int(p) for p in text.split("."))
@@ -421,7 +506,8 @@ def problems(results: Dict[str, dict]) -> List[Case]:
                 if not side or side.get("status") not in ("failed", "mismatch"):
                     continue
                 note, name = record.get("note", ""), record.get("model", model)
-                rule = next((r for r in TRIAGE if matches(r, release, name, side_name, side, note, record)), None)
+                rules = TRIAGE + EXPORT_RULES
+                rule = next((r for r in rules if matches(r, release, name, side_name, side, note, record)), None)
                 found.append(Case(release, model, record.get("family", ""), side_name, side, rule, record))
     return found
 
@@ -536,7 +622,7 @@ def render(results: Dict[str, dict]) -> Tuple[str, List[Case]]:
     ]
     lines += [f"| {release} | {_part_cell(data)} |" for release, data in results.items()]
     lines += ["", "## Triage", "", "| rule | verdict | what | cases |", "|---|---|---|---|"]
-    for rule in TRIAGE:
+    for rule in TRIAGE + EXPORT_RULES:
         covered = sum(1 for case in cases if case.rule is rule)
         lines.append(f"| `{rule.key}` | {rule.verdict} | {_cell(rule.reason)} | {covered} |")
     if still_open:
