@@ -378,6 +378,8 @@ def _magnitude(value: Any) -> float:
 
 def _error(exc: BaseException) -> str:
     text = (str(exc).strip().splitlines() or [""])[0]
+    if type(exc).__name__ == "ExportFailed":
+        return text[:300]
     return f"{type(exc).__name__}: {text}"[:300]
 
 

@@ -35,6 +35,10 @@ CALLS = 3
 BATCH_SIZES = (2, 3, 5)
 
 
+class ExportFailed(Exception):
+    """torch.export.export itself failed (the message starts with "torch.export: ")."""
+
+
 class NotRunnable(Exception):
     """This model cannot be measured in this variant (the reason says why); not a compiler failure."""
 
@@ -181,7 +185,11 @@ def compile_exported(probe: Any, model: Any, inputs: tuple, dynamic: Optional[Dy
     torch = probe.torch
     dynamo = importlib.import_module("torch_tensorrt.dynamo")
     dynamic_shapes = export_dynamic_shapes(inputs, dynamic)
-    program = torch.export.export(model, tuple(inputs), dynamic_shapes=dynamic_shapes)
+    try:
+        program = torch.export.export(model, tuple(inputs), dynamic_shapes=dynamic_shapes)
+    except Exception as exc:  # torch's exporter, before Torch-TensorRT: named apart in the record
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ExportFailed(f"torch.export: {type(exc).__name__}: {first}") from exc
     arg_inputs = trt_inputs(probe, inputs, dynamic)
     settings: Dict[str, Any] = {"min_block_size": 1, "pass_through_build_failures": True}
     if not probe.on_gpu:

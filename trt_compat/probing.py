@@ -10,11 +10,11 @@ sample runs on 2.2), and whether there is a GPU to build real engines on:
 * without them, it compiles with ``dryrun``: Torch-TensorRT's whole Python compiler runs, the accelerated blocks
   stay PyTorch graphs, and outputs must equal eager bit for bit. 2.2-2.4 move things to CUDA on the way even then
   (their constant folding calls ``.cuda()`` on folded constants, their compile moves sample inputs to the target
-  device, and dryrun runs each block once on ``cuda:0`` to learn its output shapes), and from 2.5 the
-  decompositions of empty tensors put them on ``cuda:0``; without a GPU, for the duration of the compile only,
-  those stay on the CPU. 2.10.0's dryrun calls an engine module's ``set_output_tensors_as_unowned`` on blocks that
-  are still GraphModules (no engine is built); for the compile's duration a GraphModule accepts that call and does
-  nothing, as there is no engine whose output buffers could be lent.
+  device, and dryrun runs each block once on ``cuda:0`` to learn its output shapes), and from 2.5 the decompositions
+  of empty tensors put them on ``cuda:0``; without a GPU, for the duration of the compile only, those stay on the CPU
+  (as does the full that 2.5's replace_full_like_with_full builds). 2.10.0's dryrun calls an engine module's
+  ``set_output_tensors_as_unowned`` on blocks that are still GraphModules (no engine is built); for the compile's
+  duration a GraphModule accepts that call and does nothing, as there is no engine whose output buffers could be lent.
 
 Imports torch and torch_tensorrt when used, never at import.
 """
@@ -113,6 +113,8 @@ class Probe:
         # From 2.5 the decompositions of empty tensors (empty_strided, empty_permuted) put them on the default
         # device, cuda:0, where the rest of the traced graph is: here that is the CPU.
         decompositions = importlib.import_module("torch_tensorrt.dynamo.lowering._decompositions")
+        # 2.5's replace_full_like_with_full gives the full it builds the default device, cuda:0, likewise.
+        full_like = _module_or_none("torch_tensorrt.dynamo.lowering.passes.replace_full_like_with_full")
         saved = [(torch.Tensor, "cuda", torch.Tensor.cuda)]
         saved += [
             (owner, name, getattr(owner, name))
@@ -120,8 +122,9 @@ class Probe:
                 (compiler, "get_torch_inputs"),
                 (compiler, "to_torch_device"),
                 (decompositions, "to_torch_device"),
+                (full_like, "to_torch_device"),
             )
-            if hasattr(owner, name)
+            if owner is not None and hasattr(owner, name)
         ]
         original_inputs = getattr(compiler, "get_torch_inputs", None)
 
@@ -131,8 +134,8 @@ class Probe:
         torch.Tensor.cuda = lambda tensor, *args, **kwargs: tensor
         if original_inputs is not None:
             compiler.get_torch_inputs = inputs_on_cpu
-        for owner in (compiler, decompositions):
-            if hasattr(owner, "to_torch_device"):
+        for owner in (compiler, decompositions, full_like):
+            if owner is not None and hasattr(owner, "to_torch_device"):
                 owner.to_torch_device = lambda *args, **kwargs: torch.device("cpu")
         # 2.10.0's compile_module tells every block whose output is a graph output not to own its output tensors, a
         # method of the engine module; in dryrun no engine is built and the block is still a GraphModule.
@@ -249,6 +252,13 @@ class Probe:
         for name, described in built.items():
             if described != flowing.get(name, []):
                 return f"{name}: Inputs {described}, but {flowing.get(name, [])} flow into it"
+        return None
+
+
+def _module_or_none(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
         return None
 
 
