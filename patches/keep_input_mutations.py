@@ -422,13 +422,15 @@ def _drop_detach(graph: torch.fx.Graph) -> None:
             graph.erase_node(node)
 
 
-def write_back(compiled: Callable, plan: WriteBack) -> Callable:
-    """Call ``compiled`` (the rewritten graph, compiled), copy the updated values into the caller's tensors and
-    the attributes, and return the original outputs."""
+def write_back(compiled: Callable, plan: WriteBack, dropped: Tuple[int, ...] = ()) -> Callable:
+    """Call ``compiled`` (the rewritten graph, compiled) without the arguments at positions ``dropped`` (inputs the
+    backend erased from the graph), copy the updated values into the caller's tensors and the attributes, and return
+    the original outputs."""
     user_outputs, positions, attributes = plan.user_outputs, plan.input_positions, plan.attributes
 
     def run_and_write_back(*args: Any) -> Any:
-        outputs = compiled(*args, *attributes)
+        passed = [value for position, value in enumerate(args) if position not in dropped] if dropped else args
+        outputs = compiled(*passed, *attributes)
         updated = outputs[user_outputs:]
         # A state update, not a differentiable op: the compiled graph has no autograd history to connect to.
         with torch.no_grad():
@@ -554,8 +556,14 @@ def compile_keeping_mutations(
             describe_target(mutation.target),
         )
     rewritten, plan = return_updated_inputs(gm, mutations)
+    names = [node.name for node in _placeholders(rewritten)][: len(sample_inputs)]
     compiled = backend(rewritten, list(sample_inputs) + list(plan.attributes), *args, **kwargs)
-    return write_back(compiled, plan)
+    # 2.4/2.5's backend erases the unused SymInt placeholders of the graph it gets (remove_sym_nodes, in place),
+    # and its compiled module takes only the rest. Dynamo sees that on its own graph (upstream's in-place change
+    # is why Dynamo reads the placeholders again after compiling), but here the backend changed the copy: Dynamo
+    # still passes an argument for every placeholder of its graph, so those of the erased ones are dropped here.
+    left = {node.name for node in _placeholders(rewritten)}
+    return write_back(compiled, plan, tuple(i for i, name in enumerate(names) if name not in left))
 
 
 # ---------------------------------------------------------------------------------------------------------------

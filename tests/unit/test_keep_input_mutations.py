@@ -553,6 +553,35 @@ def test_dynamic_shapes_and_int_inputs():
     assert [(m.target.target, m.op) for m in seen[0][1]] == [("L_x_", "aten.add_.Tensor")]
 
 
+def test_inputs_the_backend_erases_are_not_passed_to_its_module():
+    """2.4/2.5's backend erases unused SymInt placeholders from the graph it gets (remove_sym_nodes) and compiles
+    the rest; Dynamo still passes one argument per placeholder of its own graph (found by the campaign: add_to_input
+    with mark_dynamic on 2.5.0, 'forward() takes 2 positional arguments but 3 were given')."""
+
+    def add_to_input(x):
+        x.add_(1)
+        return x * 2
+
+    def erase_unused_symints(gm, sample_inputs):
+        kept = []
+        for node, value in zip([n for n in gm.graph.nodes if n.op == "placeholder"], sample_inputs):
+            if isinstance(value, torch.SymInt) and not node.users:
+                gm.graph.erase_node(node)
+            else:
+                kept.append(value)
+        gm.recompile()
+        return clone_only(gm, kept)
+
+    x, expected_x = torch.zeros(3, 2), torch.zeros(3, 2)
+    torch._dynamo.mark_dynamic(x, 0)
+    compiled = torch.compile(add_to_input, backend=keeping(erase_unused_symints))
+    assert_identical(compiled(x), add_to_input(expected_x), "output")
+    assert_identical(x, expected_x, "input")
+    y, expected_y = torch.ones(5, 2), torch.ones(5, 2)
+    assert_identical(compiled(y), add_to_input(expected_y), "output at another size")
+    assert_identical(y, expected_y, "input at another size")
+
+
 # ---------------------------------------------------------------------------------------------
 # get_attr tensors (torch 2.4's buffers; here from torch.fx.symbolic_trace)
 
