@@ -377,6 +377,9 @@ def _magnitude(value: Any) -> float:
 
 
 def _error(exc: BaseException) -> str:
+    inner = getattr(exc, "inner_exception", None)  # a recompile's BackendCompilerFailed, raised from a later call
+    if isinstance(inner, BaseException):
+        return f"{type(exc).__name__}: {_error(inner)}"[:300]
     text = (str(exc).strip().splitlines() or [""])[0]
     if type(exc).__name__ == "ExportFailed":
         return text[:300]
