@@ -433,17 +433,35 @@ EXPORT_RULES: Tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        key="torch_export_specializes_sequence",
+        status="failed",
+        first="2.12.0",
+        fixed="2.13.0",
+        paths=("export",),
+        shapes=("dynamic",),
+        models="hf_llama|hf_mistral",
+        sides=("without", "with"),
+        error=r"Constraints violated \(seq\)",
+        reason=(
+            "torch 2.12.1's torch.export.export itself (before Torch-TensorRT runs; the campaign names it "
+            "'torch.export:') specializes the dynamic sequence length of Llama and Mistral (transformers 5.23.0) "
+            "and refuses the Dim: the export path cannot start. torch 2.14.1 exports the same models with the same "
+            "Dim. Not reduced further inside torch"
+        ),
+    ),
+    Rule(
         key="torch_decomposition_of_static_cache",
         status="failed",
-        first="2.14.0",
+        first="2.12.0",
         paths=("export",),
         models="hf_llama_static_cache",
         sides=("without", "with"),
         error=r"expected compiled_fn to be GraphModule, got <class 'function'>",
         reason=(
-            "torch 2.14.1's ExportedProgram.run_decompositions() fails on the exported StaticCache decoder "
-            "(transformers 5.23.0) in torch's own aot_stage2_export, with torch's default decomposition table as "
-            "well as Torch-TensorRT's (measured both, and the static prefill alone): torch.export succeeds, the "
+            "torch 2.12.1's and 2.14.1's ExportedProgram.run_decompositions() fails on the exported StaticCache "
+            "decoder (transformers 5.23.0) in torch's own aot_stage2_export, with torch's default decomposition "
+            "table as well as Torch-TensorRT's (measured both; on 2.14.1 the static prefill alone too): torch.export "
+            "succeeds, the "
             "first step of torch_tensorrt.dynamo.compile cannot. A torch limitation, not Torch-TensorRT's"
         ),
     ),
