@@ -12,7 +12,12 @@ sample runs on 2.2), and whether there is a GPU to build real engines on:
   (their constant folding calls ``.cuda()`` on folded constants, their compile moves sample inputs to the target
   device, and dryrun runs each block once on ``cuda:0`` to learn its output shapes), and from 2.5 the decompositions
   of empty tensors put them on ``cuda:0``; without a GPU, for the duration of the compile only, those stay on the CPU
-  (as does the full that 2.5's replace_full_like_with_full builds). 2.10.0's dryrun calls an engine module's
+  (as does the full 2.5's replace_full_like_with_full builds). 2.12.1's and 2.14.0's compile_module moves each block
+  left to PyTorch to the target device (``submodule.to(settings.device)``) inside the backend's fake mode: on a GPU
+  the model is already there and ``.to`` returns the same tensors, but a CPU model's constants would become fake
+  tensors on ``cuda:0`` and the block would fail when it runs (``Please convert all Tensors to FakeTensors
+  first``: transformers' GPT-2, Llama, Mistral, T5 with their default cache and mask); the CPU target device keeps
+  that ``.to`` a no-op here too. 2.10.0's dryrun calls an engine module's
   ``set_output_tensors_as_unowned`` on blocks that are still GraphModules (no engine is built); for the compile's
   duration a GraphModule accepts that call and does nothing, as there is no engine whose output buffers could be lent.
 
