@@ -551,23 +551,19 @@ EXPORT_RULES: Tuple[Rule, ...] = (
         ),
     ),
     Rule(
-        key="scatter_layout_symbolic",
+        key="scatter_layout_export",
         status="mismatch",
-        first="2.12.0",
+        first="2.4.0",
         fixed="2.14.0",
-        paths=("compile",),
-        shapes=("dynamic",),
-        sides=("with",),
-        first_pass="aot_export_joint_simple",
+        paths=("export",),
         models="scatter_then_contiguous",
-        open_defect=True,
+        sides=("without", "reload_without"),
+        patch="keep_scatter_layout",
         reason=(
-            "trt_compat's own gap: keep_scatter_layout gives slice_scatter's result the input's layout only when "
-            "the shape and strides are Python ints (patches/keep_scatter_layout.py, eager_strides: symbolic ones "
-            "are left as upstream makes them), so with a dynamic batch (mark_dynamic) upstream's contiguous "
-            "scatter stays, AOT tracing takes the later .contiguous() for an alias and the in-place add leaks: "
-            "off by 6.09 on 2.12.1 with trt_compat applied, as without it (wrong numbers, no error). 2.14.0 "
-            "converts slice_scatter instead; 2.5.0 fails loudly first (slice_scatter_symbolic_end)"
+            "keep_scatter_layout's reproducer on the export path: run_decompositions applies the same "
+            "slice_scatter decomposition (a contiguous scatter where eager keeps the input's layout), so the later "
+            ".contiguous() is an alias and the in-place add leaks into x (off by 6.74 on 2.12.1, static and dynamic "
+            "shapes); bit-exact with the patch"
         ),
     ),
     Rule(
