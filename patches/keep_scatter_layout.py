@@ -33,8 +33,9 @@ Reproducer for an upstream report (2.4.0-2.13.x; ``options={"dryrun": True}`` sh
 Here upstream's decomposition still runs, and its result is returned as it is when it already has the strides eager's
 clone of the input would have. Otherwise it is laid out again: permuted into the input's physical dimension order,
 copied contiguous, permuted back (same values, eager's strides; a permute and a copy more in the graph, only for
-non-contiguous inputs). Left to upstream: inputs with symbolic sizes or strides (dynamic shapes), whose layout cannot
-be compared without guarding on the sizes, and inputs with gaps (not dense), which a permuted copy cannot reproduce.
+non-contiguous inputs). With dynamic shapes the sizes and strides are symbolic: their values in the traced example
+(hints, read without adding guards) decide the dimension order, which the graph's ops fix whatever the sizes. Left to
+upstream: sizes without a known value, and inputs with gaps (not dense), which a permuted copy cannot reproduce.
 A ``slice_scatter`` called without ``dim`` (torch 2.8's export path does so for a whole-tensor scatter) gets the
 schema's default, 0, which upstream's decomposition does not have.
 """
