@@ -54,6 +54,8 @@ REPO = Path(__file__).resolve().parent.parent
 FAMILIES = ("torchvision", "timm", "transformers", "smoke", "reproducers", "probes", "generated")
 # Findings kept per side: the first is the one that matters; a few more show whether later passes add to it.
 FINDINGS_KEPT = 5
+# Saved programs reloaded per pair of fresh processes (without and with trt_compat).
+RELOAD_BATCH = 25
 
 # name -> (family, builder(torchvision) -> model, input shape). Sizes: the smallest each model accepts, so a release
 # costs minutes on two CPU cores. Segmentation models without their (downloaded) pretrained backbones.
@@ -670,6 +672,7 @@ class Saves:
     def __init__(self, directory: Path):
         self.directory = directory
         self.pending: Dict[str, Tuple[str, List[str]]] = {}  # stem -> (record key, expected value names)
+        self.saved = 0
 
     def add(self, probe: Any, case: Case, variant: Tuple[str, str], record: dict, saved: Any, expected: list) -> None:
         import torch
@@ -677,7 +680,8 @@ class Saves:
         from compat import variants
 
         compiled, before = saved
-        stem = f"{len(self.pending):04d}"
+        self.saved += 1
+        stem = f"{self.saved:04d}"
         started = time.perf_counter()
         try:
             first = case.prepared(variant[1])[1]
@@ -696,13 +700,23 @@ class Saves:
         self.pending[stem] = (variants.key(case.name, *variant), [name for name, _ in expected])
 
     def reload(self, data: dict) -> None:
-        """Run the fresh processes and put their comparison with eager into the records (reload_without/_with)."""
+        """Run the fresh processes and put their comparison with eager into the records (reload_without/_with);
+        the batch's files are deleted after."""
         import os
 
         import torch
 
         if not self.pending:
             return
+        try:
+            self._reload(data, os, torch)
+        finally:
+            for stem in self.pending:
+                for leftover in self.directory.glob(f"{stem}.*"):
+                    leftover.unlink()
+            self.pending.clear()
+
+    def _reload(self, data: dict, os: Any, torch: Any) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
         for side, flag in (("without", []), ("with", ["--with-trt-compat"])):
             command = [sys.executable, "-m", "compat.reload", str(self.directory), *flag]
@@ -878,15 +892,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(json.dumps(record, indent=1), flush=True)
             sys.stdout.flush()
             _account(data, spent, counted, whole_parts, args)
+            last = number == len(runs)
+            if saves is not None and saves.pending and (last or len(saves.pending) >= RELOAD_BATCH):
+                # In batches: two fresh processes per batch, and a run stopped half-way keeps its reloads.
+                started = time.perf_counter()
+                counted["reload"] = counted.get("reload", 0) + len(saves.pending)
+                saves.reload(data)
+                spent["reload"] = spent.get("reload", 0.0) + time.perf_counter() - started
+                reloaded = {"models": counted["reload"], "seconds": round(spent["reload"], 1)}
+                data["parts"]["reload (fresh processes)"] = reloaded
             # Written after every model: a run stopped half-way keeps what it measured.
-            write(path, data)
-        if saves is not None and saves.pending:
-            started = time.perf_counter()
-            saves.reload(data)
-            spent["reload"] = time.perf_counter() - started
-            counted["reload"] = len(saves.pending)
-            reloaded = {"models": len(saves.pending), "seconds": round(spent["reload"], 1)}
-            data["parts"]["reload (fresh processes)"] = reloaded
             write(path, data)
     print(f"wrote {path}: {', '.join(f'{p} {counted[p]} models {spent[p]:.0f} s' for p in spent)}")
     return 0
