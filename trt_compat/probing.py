@@ -21,18 +21,30 @@ sample runs on 2.2), and whether there is a GPU to build real engines on:
   ``set_output_tensors_as_unowned`` on blocks that are still GraphModules (no engine is built); for the compile's
   duration a GraphModule accepts that call and does nothing, as there is no engine whose output buffers could be lent.
 
+The export path (:meth:`Probe.compile_exported`: ``torch.export.export`` then ``torch_tensorrt.dynamo.compile``) gets
+the same treatment, and from 2.7 its compile asks for the free GPU memory (``torch.cuda.mem_get_info``) even in
+dryrun; without a GPU that query answers "all free" for the compile's duration. :meth:`Probe.serve` runs what
+``torch_tensorrt.save`` wrote in a fresh interpreter that imports torch_tensorrt but never trt_compat, as a serving
+process does: a program compiled with trt_compat must run there with the same numbers.
+
 Imports torch and torch_tensorrt when used, never at import.
 """
 
 import contextlib
+import functools
 import importlib.util
 import inspect
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from ._errors import NotApplicable
 
-__all__ = ["Probe", "Compiled", "NotApplicable"]
+__all__ = ["Probe", "Compiled", "Exported", "Served", "ServingError", "NotApplicable"]
 
 
 @dataclass
@@ -50,6 +62,39 @@ class Compiled:
 
         with torch.no_grad():
             return self.module(*inputs)
+
+
+@dataclass
+class Exported:
+    """A model compiled through the export path: its first output and what the compiler produced."""
+
+    output: Any  # the first call's output, on the inputs it was compiled with
+    module: Callable  # what torch_tensorrt.dynamo.compile returned, to call again
+    program: Any  # the ExportedProgram torch.export made of the model
+    blocks: List[str] = field(default_factory=list)  # names of the accelerated (TensorRT) blocks
+    torch_ops: List[str] = field(default_factory=list)  # ops left to run in PyTorch blocks
+    saved: Optional[str] = None  # what torch_tensorrt.save wrote before the first call (compile_exported(save=True))
+    save_error: Optional[BaseException] = None  # what torch_tensorrt.save raised instead
+    _folder: Any = field(default=None, repr=False)  # keeps the saved file's temporary folder alive
+
+    def __call__(self, *inputs: Any) -> Any:
+        import torch
+
+        with torch.no_grad():
+            return self.module(*inputs)
+
+
+@dataclass
+class Served:
+    """What the saved program did in a fresh serving process (one that never imported trt_compat), call by call."""
+
+    outputs: List[Any]
+    arguments: List[tuple]  # each call's arguments after the call (an in-place update of an input shows here)
+    buffers: List[Dict[str, Any]]  # the loaded module's buffers after each call
+
+
+class ServingError(RuntimeError):
+    """The saved program could not be loaded or run in the serving process; the message has that process's error."""
 
 
 class Probe:
@@ -75,19 +120,23 @@ class Probe:
 
         return "dryrun" in getattr(CompilationSettings, "__dataclass_fields__", {})
 
+    def _where_to_compile(self, model: Any, inputs: tuple, options: Dict[str, Any]) -> Tuple[Any, tuple, dict]:
+        """The model and inputs on the GPU with engines built, or as they are with ``dryrun``; the compile's settings
+        (one accelerated block is enough, and a failing build raises instead of falling back to PyTorch)."""
+        if not self.on_gpu and not self.has_dryrun:
+            raise NotApplicable(f"torch-tensorrt {_text(self.release)} has no dryrun option and there is no GPU")
+        settings = {"min_block_size": 1, "pass_through_build_failures": True, **options}
+        if self.on_gpu:
+            return model.cuda(), tuple(_to_cuda(x) for x in inputs), settings
+        return model, inputs, {**settings, "dryrun": True}
+
     def compile(self, model: Any, *inputs: Any, dynamic: Optional[bool] = None, **options: Any) -> Compiled:
         """``torch.compile(model, backend="torch_tensorrt", dynamic=dynamic)`` called once on ``inputs``; raises what
         the backend raised (never falls back to eager silently: ``pass_through_build_failures``)."""
         torch = self.torch
         from torch_tensorrt.dynamo.backend import backends
 
-        if not self.on_gpu and not self.has_dryrun:
-            raise NotApplicable(f"torch-tensorrt {_text(self.release)} has no dryrun option and there is no GPU")
-        settings = {"min_block_size": 1, "pass_through_build_failures": True, **options}
-        if self.on_gpu:
-            model, inputs = model.cuda(), tuple(_to_cuda(x) for x in inputs)
-        else:
-            settings["dryrun"] = True
+        model, inputs, settings = self._where_to_compile(model, inputs, options)
         produced: List[Any] = []
         torch._dynamo.reset()
         with _spy(backends, "compile_module", produced), self._block_inputs_on_cpu():
@@ -107,6 +156,100 @@ class Probe:
             [name for name, _ in self.accelerated_blocks(partitioned)],
             _torch_ops(partitioned),
         )
+
+    # -- the export path ------------------------------------------------------------------------------------------
+    def compile_exported(
+        self, model: Any, *inputs: Any, dynamic_shapes: Any = None, save: bool = False, **options: Any
+    ) -> Exported:
+        """``torch.export.export`` then ``torch_tensorrt.dynamo.compile(program, arg_inputs=inputs)``, called once on
+        ``inputs``; raises what the compiler raised. With ``save=True`` the compiled module is also written with
+        ``torch_tensorrt.save`` before that first call (so the file holds the state the model was compiled with),
+        for :meth:`serve`."""
+        torch = self.torch
+        compile_exported = self.torch_tensorrt.dynamo.compile
+        model, inputs, settings = self._where_to_compile(model, inputs, options)
+        program = torch.export.export(model, tuple(inputs), dynamic_shapes=dynamic_shapes)
+        # The sample inputs' keyword is arg_inputs from 2.5 (inputs before), which later releases still accept.
+        keyword = "arg_inputs" if "arg_inputs" in inspect.signature(compile_exported).parameters else "inputs"
+        produced: List[Any] = []
+        compiler = importlib.import_module("torch_tensorrt.dynamo._compiler")
+        # Copies as the sample inputs: the compile describes them, and must not reach the caller's tensors (2.3-2.4's
+        # dryrun runs the graph on them, which without a GPU would be these very tensors).
+        samples = [x.clone() if isinstance(x, torch.Tensor) else x for x in inputs]
+        with _spy(compiler, "compile_module", produced), self._block_inputs_on_cpu(), self._free_gpu_memory():
+            module = compile_exported(program, **{keyword: samples}, **settings)
+        partitioned = produced[-1] if produced else module
+        exported = Exported(
+            None,
+            module,
+            program,
+            [name for name, _ in self.accelerated_blocks(partitioned)],
+            _torch_ops(partitioned),
+        )
+        if save:
+            exported._folder = tempfile.TemporaryDirectory(prefix="trt_compat_serve_")
+            path = os.path.join(exported._folder.name, "program.ep")
+            try:
+                with self._block_inputs_on_cpu():
+                    self._save(module, path, inputs)
+                exported.saved = path
+            except Exception as exc:  # reported by serve(), so that the compile itself can still be looked at
+                exported.save_error = exc
+        exported.output = exported(*inputs)
+        return exported
+
+    def _save(self, module: Any, path: str, inputs: Sequence[Any]) -> None:
+        """``torch_tensorrt.save(module, path, arg_inputs=inputs)``, as a deployment writes its program. Without a GPU,
+        releases whose default exporter needs built engines (``retrace=False`` up to 2.5: it reads each TensorRT
+        module's engine) retrace the module with ``torch.export`` instead (``retrace=True``), the default from 2.6."""
+        save = self.torch_tensorrt.save
+        parameters = inspect.signature(save).parameters
+        keyword = "arg_inputs" if "arg_inputs" in parameters else "inputs"
+        extra = {}
+        if not self.on_gpu and "retrace" in parameters and parameters["retrace"].default is False:
+            extra["retrace"] = True
+        save(module, path, **{keyword: list(inputs)}, **extra)
+
+    def serve(self, exported: Exported, calls: Sequence[Sequence[Any]], timeout: float = 600) -> Served:
+        """Load ``exported.saved`` with ``torch_tensorrt.load(...).module()`` in a fresh interpreter that imports
+        torch_tensorrt but never trt_compat, call it with each argument list of ``calls`` in turn, and return what it
+        gave. :class:`ServingError` when the program was not saved, or could not be loaded or run there."""
+        if exported.saved is None:
+            error = exported.save_error
+            raise ServingError(
+                "the compiled module was not saved"
+                + (f": torch_tensorrt.save raised {type(error).__name__}: {error}" if error is not None else "")
+            )
+        torch = self.torch
+        folder = os.path.dirname(exported.saved)
+        calls_file, served_file = os.path.join(folder, "calls.pt"), os.path.join(folder, "served.pt")
+        torch.save([list(call) for call in calls], calls_file)
+        done = subprocess.run(
+            [sys.executable, "-c", _SERVING_PROCESS, exported.saved, calls_file, served_file, _serving_prelude()],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={key: value for key, value in os.environ.items() if not key.startswith("TRT_COMPAT_")},
+        )
+        if done.returncode != 0:
+            lines = [line for line in done.stderr.splitlines() if line.strip()]
+            raise ServingError(f"the serving process failed (exit {done.returncode}): " + "\n".join(lines[-15:]))
+        served = torch.load(served_file, weights_only=True)
+        return Served(served["outputs"], [tuple(a) for a in served["arguments"]], served["buffers"])
+
+    @contextlib.contextmanager
+    def _free_gpu_memory(self) -> Iterator[None]:
+        """From 2.7 ``dynamo.compile`` asks how much GPU memory is free before building engines, in dryrun too."""
+        if self.on_gpu:
+            yield
+            return
+        cuda = self.torch.cuda
+        original = cuda.mem_get_info
+        cuda.mem_get_info = lambda *args, **kwargs: (_NO_GPU_MEMORY, _NO_GPU_MEMORY)
+        try:
+            yield
+        finally:
+            cuda.mem_get_info = original
 
     @contextlib.contextmanager
     def _block_inputs_on_cpu(self) -> Iterator[None]:
@@ -267,6 +410,53 @@ def _module_or_none(name: str) -> Any:
         return None
 
 
+# What mem_get_info answers for the compile's duration without a GPU: 16 GiB free of 16 GiB.
+_NO_GPU_MEMORY = 1 << 34
+
+# The serving process: argv = saved program, calls file, result file, prelude (code run before torch_tensorrt is
+# imported). It must never import trt_compat, and says so if something did.
+_SERVING_PROCESS = textwrap.dedent(
+    """
+    import sys
+
+    saved, calls_file, served_file, prelude = sys.argv[1:5]
+    exec(prelude)
+    import torch
+    import torch_tensorrt
+    from torch.utils._pytree import tree_map
+
+    module = torch_tensorrt.load(saved).module()
+    outputs, arguments, buffers = [], [], []
+    with torch.no_grad():
+        for call in torch.load(calls_file, weights_only=True):
+            # Copies: an output may be a buffer itself (a model returning what it updates), which the next call changes.
+            outputs.append(tree_map(lambda v: v.clone() if isinstance(v, torch.Tensor) else v, module(*call)))
+            arguments.append([a.clone() if isinstance(a, torch.Tensor) else a for a in call])
+            buffers.append({name: b.clone() for name, b in module.named_buffers()})
+    if "trt_compat" in sys.modules:
+        sys.exit("the serving process imported trt_compat")
+    torch.save({"outputs": outputs, "arguments": arguments, "buffers": buffers}, served_file)
+    """
+)
+
+
+def _serving_prelude() -> str:
+    """Code a fresh interpreter runs before importing torch_tensorrt, so that it imports as this one did.
+
+    Nothing on a machine with TensorRT. Under a test stand-in of the ``tensorrt`` module, the stand-in names the
+    function that prepared this process (``PREPARE_PROCESS``: module, function, folder to import it from), which the
+    serving process runs too.
+    """
+    module = _tensorrt_module()
+    if not getattr(module, "IS_TRT_COMPAT_HARNESS_STANDIN", False):
+        return ""
+    prepare = getattr(module, "PREPARE_PROCESS", None)
+    if prepare is None:
+        return ""
+    name, function, folder = prepare
+    return f"sys.path.insert(0, {folder!r}); import importlib; importlib.import_module({name!r}).{function}()"
+
+
 def _tensorrt_module() -> Any:
     import sys
 
@@ -298,6 +488,7 @@ def _tensor(t: Any) -> str:
 def _spy(owner: Any, name: str, produced: List[Any]) -> Iterator[None]:
     original = getattr(owner, name)
 
+    @functools.wraps(original)
     def spy(*args: Any, **kwargs: Any) -> Any:
         produced.append(original(*args, **kwargs))
         return produced[-1]

@@ -161,3 +161,12 @@ def constants_on_cpu(monkeypatch):
 def devices_on_cpu(constants_on_cpu, dryrun_on_cpu):
     """constants_on_cpu and dryrun_on_cpu together: a dryrun compile through the export path."""
     yield constants_on_cpu
+
+
+@pytest.fixture
+def engines(monkeypatch, release_row):
+    """The export path's accelerated blocks behave as TensorRT engines would with state (a labelled test stand-in:
+    tests/helpers/engine_standin.py); yields the KV writes made in place, per compile."""
+    from tests.helpers.export_path import engines_standin
+
+    yield engines_standin(monkeypatch, release_row)

@@ -32,6 +32,15 @@ __version__ = os.environ.get("TRT_COMPAT_HARNESS_TENSORRT_VERSION", "0.0.0")
 # Marker so the harness (and anyone debugging) can tell this module from real TensorRT.
 IS_TRT_COMPAT_HARNESS_STANDIN = True
 
+# How a fresh interpreter is prepared the way this one was (module, function, the folder to import the module from):
+# trt_compat.probing's serving process, which loads a saved program without trt_compat, runs it before importing
+# torch_tensorrt.
+PREPARE_PROCESS = (
+    "tests.harness.activate",
+    "prepare",
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))),
+)
+
 # hasattr(tensorrt, "tensorrt_rtx") selects the TensorRT-RTX code paths in 2.12+'s proxy module;
 # "plugin" must stay a (missing) submodule, not a placeholder attribute.
 _ABSENT = frozenset({"tensorrt_rtx", "plugin"})
