@@ -507,7 +507,7 @@ EXPORT_RULES: Tuple[Rule, ...] = (
         models="step_counter",
         sides=("without", "with"),
         where=r"^call [23], output ",
-        open_defect=True,
+        patch="keep_exported_buffer_updates",
         reason=(
             "2.5.0's and 2.12.1's export path: the exported program's buffer update (count + 1, then copy_ into "
             "the buffer) "
@@ -515,9 +515,10 @@ EXPORT_RULES: Tuple[Rule, ...] = (
             "into a frozen constant and the copy_ back into the buffer disappears with it (measured pass by pass: "
             "after constant_fold only the mul is left), so the counter never advances: every call computes with "
             "the first call's count (wrong numbers from the second call, no error; on a GPU too: lowering does not "
-            "depend on the device). 2.14.0 lifts mutated buffers to inputs first (export_buffer_copyback_dryrun). "
+            "depend on the device). 2.14.0 lifts mutated buffers to inputs first (export_buffer_copy_back). "
             "The value audit names no pass here (left as a lead: it misses this get_attr buffer's write on the "
-            "export path)"
+            "export path). Fixed by the export branch's keep_exported_buffer_updates (2.2.0-2.13.x), merged after "
+            "these records were measured"
         ),
     ),
     Rule(
@@ -528,7 +529,7 @@ EXPORT_RULES: Tuple[Rule, ...] = (
         sides=("without", "with", "reload_without", "reload_with"),
         models="add_to_input|kv_cache_write|gen-*",
         where=r"(input \d+|buffer \w+): ",
-        open_defect=True,
+        patch="keep_export_input_updates",
         reason=(
             "remove_num_users_is_0_nodes (post-lowering, 2.12.1 and 2.14.0) erases every node without users "
             "(except the output), including the aten.copy_ that ExportedProgram.module() puts at the end of the "
@@ -537,7 +538,9 @@ EXPORT_RULES: Tuple[Rule, ...] = (
             "loses it too; on 2.12.1 likewise the copy_ of a KV-cache row into its buffer (kv_cache_write). The "
             "value audit names the pass on generated inputs (final contents of input 'x' / attribute 'cache', no "
             "longer written); measured pass by pass on 2.12.1. Reduced: add_to_input and kv_cache_write "
-            "(keep_input_mutations' reproducers) through the export path"
+            "(keep_input_mutations' reproducers) through the export path. Fixed by the export branch's "
+            "keep_export_input_updates (input updates, 2.7.0+) and keep_exported_buffer_updates (buffer writes, "
+            "2.2.0-2.13.x), merged after these records were measured"
         ),
     ),
     Rule(
@@ -557,20 +560,21 @@ EXPORT_RULES: Tuple[Rule, ...] = (
         ),
     ),
     Rule(
-        key="export_buffer_copyback_dryrun",
+        key="export_buffer_copy_back",
         status="mismatch",
         first="2.14.0",
+        patch="apply_buffer_copy_back",
         paths=("export",),
         models="step_counter|kv_cache_write",
         sides=("without", "with"),
         where=r"^(buffer |call [23], output )",
         reason=(
-            "2.14.0's export path lifts mutated buffers to inputs (lift_mutated_buffers) and records the write-back "
-            "in the module's metadata (_copyback_mutation_buffers) for Torch-TensorRT's runtime module to apply, "
-            "hiding the copy-back outputs; in dryrun no runtime module is built, so the in-memory compiled module "
-            "does not write the buffer back (the counter repeats, the KV row stays empty). The program saved with "
-            "torch_tensorrt.save and reloaded keeps every write bit for bit (reload rows). Whether a real engine's "
-            "aliased I/O keeps them is not measurable here"
+            "2.14.0's export path lifts mutated buffers to inputs (lift_mutated_buffers) and records their write-back "
+            "as copy-back outputs that it then hides (_copyback_mutation_buffers): the compiled module never writes "
+            "them back, only the saved program does (the reload rows keep every write bit for bit), so in memory the "
+            "counter repeats and the KV row stays empty (wrong numbers, no error). Fixed by the export branch's "
+            "apply_buffer_copy_back, merged after these records were measured; what a real engine's aliased I/O "
+            "does is not measurable here"
         ),
     ),
     Rule(
