@@ -261,7 +261,8 @@ def _ceil_pool_between_convs(torch: Any) -> Tuple[Any, tuple]:
 def _attention_block(torch: Any) -> Tuple[Any, tuple]:
     from tests.helpers.models import smoke_model
 
-    return smoke_model("transformer_views")
+    model, x = smoke_model("transformer_views")
+    return model, (x,)
 
 
 # Compiled with torch.compile(..., dynamic=True) in their dynamic variant (every size symbolic and unbounded), not
