@@ -190,7 +190,11 @@ def compile_exported(probe: Any, model: Any, inputs: tuple, dynamic: Optional[Dy
     except Exception as exc:  # torch's exporter, before Torch-TensorRT: named apart in the record
         first = (str(exc).strip().splitlines() or [""])[0]
         raise ExportFailed(f"torch.export: {type(exc).__name__}: {first}") from exc
-    arg_inputs = trt_inputs(probe, inputs, dynamic)
+    # Copies as the sample inputs: 2.3-2.4's compile runs each block on them to learn its output shapes (on a GPU on
+    # copies it moves there; here, without the CPU copies, on the caller's very tensors, whose in-place updates would
+    # then happen once more than in eager).
+    samples = tuple(x.clone() if isinstance(x, probe.torch.Tensor) else x for x in inputs)
+    arg_inputs = trt_inputs(probe, samples, dynamic)
     settings: Dict[str, Any] = {"min_block_size": 1, "pass_through_build_failures": True}
     if not probe.on_gpu:
         settings["dryrun"] = True
@@ -215,10 +219,11 @@ def save(probe: Any, exported: Exported, path: str, inputs: tuple) -> None:
     kwargs: Dict[str, Any] = {"output_format": "exported_program"}
     if "retrace" in parameters:
         kwargs["retrace"] = True
+    copies = [x.clone() if isinstance(x, probe.torch.Tensor) else x for x in inputs]
     if "arg_inputs" in parameters:
-        kwargs["arg_inputs"] = list(inputs)
+        kwargs["arg_inputs"] = copies
     else:
-        kwargs["inputs"] = list(inputs)
+        kwargs["inputs"] = copies
     if exported.dynamic_shapes is not None and "dynamic_shapes" in parameters:
         kwargs["dynamic_shapes"] = exported.dynamic_shapes
     memory = _gpu_memory_query(probe.torch) if not probe.on_gpu else contextlib.nullcontext()
