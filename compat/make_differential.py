@@ -364,15 +364,30 @@ EXPORT_RULES: Tuple[Rule, ...] = (
         ),
     ),
     Rule(
+        key="saved_program_is_static",
+        status="failed",
+        first="2.4.0",
+        fixed="2.5.0",
+        paths=("export",),
+        shapes=("dynamic",),
+        sides=("reload_without", "reload_with"),
+        error=r"Expected input at \*args\[0\]\.shape\[0\] to be equal to",
+        reason=(
+            "2.4.0's torch_tensorrt.save has no dynamic_shapes parameter: retrace=True re-exports the compiled "
+            "module at the example's shapes, so the saved program accepts only the first size and refuses the "
+            "second call's (loud, not a wrong number). A limit of 2.4.0's save API"
+        ),
+    ),
+    Rule(
         key="save_retrace_refuses_mutated_duplicates",
         status="failed",
-        first="2.5.0",
+        first="2.4.0",
         fixed="2.6.0",
         paths=("export",),
         sides=("reload_without", "reload_with"),
         error=r"^save: RuntimeError: Encountered duplicated inputs that are mutated in the graph",
         reason=(
-            "2.5.0: torch_tensorrt.save without an engine needs retrace=True (retrace=False inlines engines, "
+            "2.4.0 and 2.5.0: torch_tensorrt.save without an engine needs retrace=True (retrace=False inlines engines, "
             "save_needs_an_engine), which re-exports the compiled module with torch.export; for a module whose "
             "KV-cache write was folded into a constant (export_constant_fold_buffer_update) torch.export refuses "
             "the duplicated mutated input. The saved-and-reloaded path is not measurable for it here"
@@ -501,7 +516,7 @@ EXPORT_RULES: Tuple[Rule, ...] = (
     Rule(
         key="export_constant_fold_buffer_update",
         status="mismatch",
-        first="2.5.0",
+        first="2.2.0",
         fixed="2.14.0",
         paths=("export",),
         models="step_counter",
@@ -509,8 +524,8 @@ EXPORT_RULES: Tuple[Rule, ...] = (
         where=r"^call [23], output ",
         patch="keep_exported_buffer_updates",
         reason=(
-            "2.5.0's and 2.12.1's export path: the exported program's buffer update (count + 1, then copy_ into "
-            "the buffer) "
+            "2.4.0's, 2.5.0's and 2.12.1's export path (2.2.0-2.13.x by keep_exported_buffer_updates' measurements): "
+            "the exported program's buffer update (count + 1, then copy_ into the buffer) "
             "reaches post-lowering as get_attr count -> add -> copy_(count, add); constant_fold folds count + 1 "
             "into a frozen constant and the copy_ back into the buffer disappears with it (measured pass by pass: "
             "after constant_fold only the mul is left), so the counter never advances: every call computes with "
@@ -544,19 +559,24 @@ EXPORT_RULES: Tuple[Rule, ...] = (
         ),
     ),
     Rule(
-        key="export_buffer_not_exposed",
+        key="export_cache_buffer_frozen",
         status="mismatch",
-        first="2.5.0",
-        fixed="2.6.0",
+        first="2.2.0",
+        fixed="2.14.0",
         paths=("export",),
         models="kv_cache_write",
         sides=("without", "with"),
-        where=r"^buffer cache: <buffer cache is not in the compiled module>|^buffer cache: _MissingBuffer",
+        patch="keep_exported_buffer_updates",
+        where=r"^buffer cache: ",
         reason=(
-            "not measurable by name: on 2.5.0 the KV-cache write survives lowering (copy_ into the buffer after "
-            "every post-lowering pass, measured pass by pass) and runs inside a block, where the buffer is no "
-            "longer called 'cache'; the campaign compares buffers by the model's names, so the cache's contents "
-            "after the calls are not compared here (the outputs of all three calls are bit-exact)"
+            "the KV-cache buffer is no longer a buffer of the compiled module on 2.4.0 and 2.5.0 (on 2.12.1 "
+            "remove_num_users_is_0_nodes erases its write, export_input_update_erased): its write survives "
+            "lowering (measured pass by pass on 2.5.0) but runs on a copy inside a block, which an engine bakes as a "
+            "constant, so the cache's state is not the module's. The outputs of the three calls are bit-exact here "
+            "(each call rewrites the same row). Fixed by the export branch's keep_exported_buffer_updates "
+            "(2.2.0-2.13.x: updated buffers become engine inputs and are written back), merged after these records "
+            "were measured: bit-exact with it on 2.4.0 (python -m compat.campaign --models kv_cache_write --paths "
+            "export --shapes static)"
         ),
     ),
     Rule(
@@ -588,6 +608,22 @@ EXPORT_RULES: Tuple[Rule, ...] = (
         reason=(
             "keep_empty_strided_dtype's reproducer on the export path: the same empty_strided decomposition "
             "(float32 whatever dtype was asked) runs in run_decompositions; fixed there too"
+        ),
+    ),
+    Rule(
+        key="causal_mask_export",
+        status="mismatch",
+        first="2.4.0",
+        fixed="2.5.0",
+        paths=("export",),
+        models="causal_attention",
+        sides=("without", "reload_without"),
+        patch="keep_empty_strided_dtype",
+        vs_decomposed=r"^same$",
+        reason=(
+            "keep_empty_strided_dtype's causal-attention reproducer on the export path: run_decompositions builds "
+            "the causal mask with the dtype-losing empty_strided decomposition (the decomposed program in PyTorch "
+            "is just as wrong: off by up to 0.82); bit-exact with the patch"
         ),
     ),
     Rule(
