@@ -367,15 +367,29 @@ EXPORT_RULES: Tuple[Rule, ...] = (
         key="saved_program_is_static",
         status="failed",
         first="2.4.0",
-        fixed="2.5.0",
+        fixed="2.6.0",
         paths=("export",),
         shapes=("dynamic",),
         sides=("reload_without", "reload_with"),
-        error=r"Expected input at \*args\[0\]\.shape\[0\] to be equal to",
+        error=r"Expected input at \*args\[\d+\]\.shape\[\d+\] to be equal to",
         reason=(
-            "2.4.0's torch_tensorrt.save has no dynamic_shapes parameter: retrace=True re-exports the compiled "
-            "module at the example's shapes, so the saved program accepts only the first size and refuses the "
-            "second call's (loud, not a wrong number). A limit of 2.4.0's save API"
+            "2.4.0's and 2.5.0's torch_tensorrt.save have no dynamic_shapes parameter: retrace=True re-exports the "
+            "compiled module at the example's shapes, so the saved program accepts only the first size and refuses "
+            "the second call's (loud, not a wrong number). A limit of those releases' save API"
+        ),
+    ),
+    Rule(
+        key="saved_after_the_calls",
+        status="mismatch",
+        paths=("export",),
+        models="step_counter",
+        sides=("reload_without", "reload_with"),
+        where=r"^call 1, output ",
+        reason=(
+            "the campaign's own limit: its runner saves the compiled module after the three in-process calls, so a "
+            "model whose buffer counts calls is saved with the count of three and the reloaded program starts from "
+            "there (the export branch's Probe.serve saves before the first call, and its integration tests measure "
+            "the served counter bit for bit). To do: save before the first call, as Probe.compile_exported does"
         ),
     ),
     Rule(
