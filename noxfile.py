@@ -5,7 +5,7 @@
     nox -s "release(tt='2.9.0')"                   # one release
     TRT_COMPAT_FREE_DISK=1 nox -t matrix           # delete the venvs the sessions built (~7 GB peak; others kept)
     TRT_COMPAT_MATRIX_SUITES=integration nox -t matrix   # skip the unit tests on each torch (~2 min per release)
-    TRT_COMPAT_MATRIX_CAMPAIGN=0 nox -t matrix     # no differential campaign (3 min a release, 8 with torchvision)
+    TRT_COMPAT_MATRIX_CAMPAIGN=0 nox -t matrix     # no differential campaign (see compat/DIFFERENTIAL.md for its times)
     nox -s table                                   # compat/results/*.json -> compat/TABLE.md (no venv needed)
     nox -s differential                            # compat/differential/*.json -> compat/DIFFERENTIAL.md
 
@@ -14,10 +14,12 @@ offline harness (tests/harness/README.md). nox only orchestrates: the sessions u
 virtualenv (venv_backend="none"); each builds its own with tests/harness/make_env.py (idempotent) in
 TRT_COMPAT_MATRIX_VENVS (default .venvs-matrix/tt-<release>), then runs the unit tests and
 tests/integration with that venv's python and writes compat/results/<release>.json
-(tests/integration/test_matrix.py), then runs the differential campaign (compat/campaign.py) in the same venv:
-the generated graphs, smoke models, reproducers and probes on every release, torchvision's models on
-CAMPAIGN_TORCHVISION, into compat/differential/<release>.json. The `table` and `differential` sessions, which
-`-t matrix` runs last, render compat/TABLE.md and compat/DIFFERENTIAL.md.
+(tests/integration/test_matrix.py), then installs the campaign's model libraries pinned for that torch
+(compat/model_libraries.py: timm and transformers with --no-deps, torch unchanged) and runs the differential campaign
+(compat/campaign.py) in the same venv, on both paths (torch.compile; torch.export -> dynamo.compile, saved and
+reloaded) with static and dynamic shapes: transformers, smoke models, reproducers, probes, generated graphs and timm
+on every release, torchvision's models on CAMPAIGN_TORCHVISION, into compat/differential/<release>.json. The `table`
+and `differential` sessions, which `-t matrix` runs last, render compat/TABLE.md and compat/DIFFERENTIAL.md.
 
 CI does not run this: `bash tests/run.sh` (unit tests + 2.4.0 + 2.14.0) stays the fast suite.
 """
@@ -47,7 +49,10 @@ CAMPAIGN = os.environ.get("TRT_COMPAT_MATRIX_CAMPAIGN", "1") == "1"
 # torchvision's zoo costs 2-6 min per release on two cores: the releases that span the torch versions and the
 # passes that changed (2.4: torch 2.4 keeps buffers as get_attr; 2.5; 2.9; 2.12: fold_get_attr_item_calls; newest).
 CAMPAIGN_TORCHVISION = ("2.4.0", "2.5.0", "2.9.0", "2.12.1", "2.14.0")
-CAMPAIGN_FAMILIES = "generated,smoke,reproducers,probes"
+# Cheap families first: a session stopped half-way keeps whole models (each through both paths and both shapes).
+CAMPAIGN_FAMILIES = "transformers,smoke,reproducers,probes,generated,timm"
+# The other paths and shapes take the first 30 generated graphs; the torch.compile path with static shapes all 200.
+CAMPAIGN_GENERATED_VARIANTS = "30"
 # The newest release first would fail fastest on a changed upstream, but the table reads in release order.
 RELEASES = [r.wheels[0] for r in sorted(releases.RELEASES.values(), key=lambda r: r.version_tuple)]
 
@@ -77,9 +82,14 @@ def release(session: nox.Session, tt: str) -> None:
             done = subprocess.run([python, "-m", "pytest", f"tests/{suite}", "-q"], cwd=REPO, env=env)
             outcome[suite] = "passed" if done.returncode == 0 else f"failed (exit {done.returncode})"
         if CAMPAIGN:
+            # timm and transformers pinned for this torch (compat/model_libraries.py), torch itself untouched.
+            done = subprocess.run([python, "-m", "compat.model_libraries", "install"], cwd=REPO, env=env)
+            outcome["model libraries"] = "passed" if done.returncode == 0 else f"failed (exit {done.returncode})"
             families = CAMPAIGN_FAMILIES + (",torchvision" if tt in CAMPAIGN_TORCHVISION else "")
-            session.log(f"differential campaign ({families}) with {python}")
-            done = subprocess.run([python, "-m", "compat.campaign", "--models", families], cwd=REPO, env=env)
+            session.log(f"differential campaign ({families}; both paths, static and dynamic shapes) with {python}")
+            command = [python, "-m", "compat.campaign", "--models", families]
+            command += ["--generated-variants", CAMPAIGN_GENERATED_VARIANTS]
+            done = subprocess.run(command, cwd=REPO, env={**env, "HF_HUB_OFFLINE": "1"})
             outcome["campaign"] = "ran" if done.returncode == 0 else f"failed (exit {done.returncode})"
     finally:
         _stamp(tt, venv, built, outcome)

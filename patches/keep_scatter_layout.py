@@ -33,8 +33,9 @@ Reproducer for an upstream report (2.4.0-2.13.x; ``options={"dryrun": True}`` sh
 Here upstream's decomposition still runs, and its result is returned as it is when it already has the strides eager's
 clone of the input would have. Otherwise it is laid out again: permuted into the input's physical dimension order,
 copied contiguous, permuted back (same values, eager's strides; a permute and a copy more in the graph, only for
-non-contiguous inputs). Left to upstream: inputs with symbolic sizes or strides (dynamic shapes), whose layout cannot
-be compared without guarding on the sizes, and inputs with gaps (not dense), which a permuted copy cannot reproduce.
+non-contiguous inputs). With dynamic shapes the sizes and strides are symbolic: their values in the traced example
+(hints, read without adding guards) decide the dimension order, which the graph's ops fix whatever the sizes. Left to
+upstream: sizes without a known value, and inputs with gaps (not dense), which a permuted copy cannot reproduce.
 A ``slice_scatter`` called without ``dim`` (torch 2.8's export path does so for a whole-tensor scatter) gets the
 schema's default, 0, which upstream's decomposition does not have.
 """
@@ -50,13 +51,28 @@ _SLICE_SCATTER = torch.ops.aten.slice_scatter.default
 
 
 def eager_strides(tensor: torch.Tensor) -> Optional[List[int]]:
-    """The strides eager's ``slice_scatter`` gives its result: the input's own. None when they are symbolic, or when
-    the input is not dense and non-overlapping (a layout with gaps, which only the view replays of functionalization
-    produce there and no user code sees): such results are left as upstream makes them."""
-    shape, strides = list(tensor.shape), list(tensor.stride())
-    if not all(isinstance(n, int) for n in (*shape, *strides)):
+    """The strides eager's ``slice_scatter`` gives its result: the input's own, as numbers (a symbolic size or stride
+    counts as the value it has in the traced example: which dimension is outermost is a property of the layout the
+    graph's ops produce, not of the sizes). None when a size has no known value, or when the input is not dense and
+    non-overlapping (a layout with gaps, which only the view replays of functionalization produce there and no user
+    code sees): such results are left as upstream makes them."""
+    shape, strides = _numbers(tensor.shape), _numbers(tensor.stride())
+    if shape is None or strides is None:
         return None
     return strides if _dense(shape, strides) else None
+
+
+def _numbers(values: Sequence[Any]) -> Optional[List[int]]:
+    """Ints, and symbolic ints as the value they hold in the traced example (their hint: reading it adds no guard);
+    None when one has none."""
+    numbers = []
+    for value in values:
+        if not isinstance(value, int):
+            value = getattr(getattr(value, "node", None), "hint", None)
+            if value is None:
+                return None
+        numbers.append(int(value))
+    return numbers
 
 
 def _dense(shape: Sequence[int], strides: Sequence[int]) -> bool:
@@ -72,7 +88,8 @@ def _dense(shape: Sequence[int], strides: Sequence[int]) -> bool:
 
 
 def relaid_out(result: torch.Tensor, strides: Sequence[int]) -> torch.Tensor:
-    """``result``'s values with ``strides`` (dense and non-overlapping); size-1 dimensions may differ."""
+    """``result``'s values with the layout of ``strides`` (dense and non-overlapping); size-1 dimensions may
+    differ."""
     order = sorted(range(result.dim()), key=lambda dim: -strides[dim])  # outermost first; stable for ties
     back = [order.index(dim) for dim in range(result.dim())]
     return result.permute(order).clone(memory_format=torch.contiguous_format).permute(back)
@@ -81,16 +98,19 @@ def relaid_out(result: torch.Tensor, strides: Sequence[int]) -> torch.Tensor:
 def with_input_layout(result: torch.Tensor, input_tensor: torch.Tensor) -> torch.Tensor:
     """``result`` (a ``slice_scatter`` of ``input_tensor``) in the layout eager gives it."""
     strides = eager_strides(input_tensor)
-    if strides is None or not isinstance(result, torch.Tensor) or result.shape != input_tensor.shape:
+    if strides is None or not isinstance(result, torch.Tensor) or result.dim() != input_tensor.dim():
         return result
-    if not all(isinstance(n, int) for n in result.stride()) or _same_layout(result, strides):
+    shape, result_strides = _numbers(result.shape), _numbers(result.stride())
+    if shape is None or result_strides is None or shape != _numbers(input_tensor.shape):
+        return result
+    if _same_layout(shape, result_strides, strides):
         return result
     return relaid_out(result, strides)
 
 
-def _same_layout(tensor: torch.Tensor, strides: Sequence[int]) -> bool:
+def _same_layout(shape: Sequence[int], strides: Sequence[int], wanted: Sequence[int]) -> bool:
     # The stride of a dimension of size 1 never moves an element: it does not count, here or for torch.
-    return all(size == 1 or a == b for size, a, b in zip(tensor.shape, tensor.stride(), strides))
+    return all(size == 1 or a == b for size, a, b in zip(shape, strides, wanted))
 
 
 def _keeping_layout(wrapped: Callable, instance: Any, args: tuple, kwargs: dict) -> Any:

@@ -705,6 +705,11 @@ def _grapharg(node: Any) -> Tuple[Any, bool]:
         real = torch.as_tensor(real)
     if _is_fake(real):
         return None, False
+    if isinstance(real, (torch.SymInt, torch.SymFloat, torch.SymBool)):
+        # A dynamic size Dynamo passes as an input: its number, never the symbol. Computing with the symbol would
+        # add guards to the compile's shape environment and specialize the dynamic dimension (mark_dynamic then
+        # fails the compile with a ConstraintViolationError).
+        return _concrete(real), False
     return real, isinstance(real, torch.nn.Parameter) or _from_module(getattr(argument, "source", None))
 
 

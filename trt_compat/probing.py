@@ -10,11 +10,16 @@ sample runs on 2.2), and whether there is a GPU to build real engines on:
 * without them, it compiles with ``dryrun``: Torch-TensorRT's whole Python compiler runs, the accelerated blocks
   stay PyTorch graphs, and outputs must equal eager bit for bit. 2.2-2.4 move things to CUDA on the way even then
   (their constant folding calls ``.cuda()`` on folded constants, their compile moves sample inputs to the target
-  device, and dryrun runs each block once on ``cuda:0`` to learn its output shapes), and from 2.5 the
-  decompositions of empty tensors put them on ``cuda:0``; without a GPU, for the duration of the compile only,
-  those stay on the CPU. 2.10.0's dryrun calls an engine module's ``set_output_tensors_as_unowned`` on blocks that
-  are still GraphModules (no engine is built); for the compile's duration a GraphModule accepts that call and does
-  nothing, as there is no engine whose output buffers could be lent.
+  device, and dryrun runs each block once on ``cuda:0`` to learn its output shapes), and from 2.5 the decompositions
+  of empty tensors put them on ``cuda:0``; without a GPU, for the duration of the compile only, those stay on the CPU
+  (as does the full 2.5's replace_full_like_with_full builds). 2.12.1's and 2.14.0's compile_module moves each block
+  left to PyTorch to the target device (``submodule.to(settings.device)``) inside the backend's fake mode: on a GPU
+  the model is already there and ``.to`` returns the same tensors, but a CPU model's constants would become fake
+  tensors on ``cuda:0`` and the block would fail when it runs (``Please convert all Tensors to FakeTensors
+  first``: transformers' GPT-2, Llama, Mistral, T5 with their default cache and mask); the CPU target device keeps
+  that ``.to`` a no-op here too. 2.10.0's dryrun calls an engine module's
+  ``set_output_tensors_as_unowned`` on blocks that are still GraphModules (no engine is built); for the compile's
+  duration a GraphModule accepts that call and does nothing, as there is no engine whose output buffers could be lent.
 
 The export path (:meth:`Probe.compile_exported`: ``torch.export.export`` then ``torch_tensorrt.dynamo.compile``) gets
 the same treatment, and from 2.7 its compile asks for the free GPU memory (``torch.cuda.mem_get_info``) even in
@@ -125,9 +130,9 @@ class Probe:
             return model.cuda(), tuple(_to_cuda(x) for x in inputs), settings
         return model, inputs, {**settings, "dryrun": True}
 
-    def compile(self, model: Any, *inputs: Any, **options: Any) -> Compiled:
-        """``torch.compile(model, backend="torch_tensorrt")`` called once on ``inputs``; raises what the backend
-        raised (never falls back to eager silently: ``pass_through_build_failures``)."""
+    def compile(self, model: Any, *inputs: Any, dynamic: Optional[bool] = None, **options: Any) -> Compiled:
+        """``torch.compile(model, backend="torch_tensorrt", dynamic=dynamic)`` called once on ``inputs``; raises what
+        the backend raised (never falls back to eager silently: ``pass_through_build_failures``)."""
         torch = self.torch
         from torch_tensorrt.dynamo.backend import backends
 
@@ -135,7 +140,7 @@ class Probe:
         produced: List[Any] = []
         torch._dynamo.reset()
         with _spy(backends, "compile_module", produced), self._block_inputs_on_cpu():
-            compiled = torch.compile(model, backend="torch_tensorrt", options=settings)
+            compiled = torch.compile(model, backend="torch_tensorrt", options=settings, dynamic=dynamic)
             try:
                 with torch.no_grad():
                     output = compiled(*inputs)
@@ -256,6 +261,8 @@ class Probe:
         # From 2.5 the decompositions of empty tensors (empty_strided, empty_permuted) put them on the default
         # device, cuda:0, where the rest of the traced graph is: here that is the CPU.
         decompositions = importlib.import_module("torch_tensorrt.dynamo.lowering._decompositions")
+        # 2.5's replace_full_like_with_full gives the full it builds the default device, cuda:0, likewise.
+        full_like = _module_or_none("torch_tensorrt.dynamo.lowering.passes.replace_full_like_with_full")
         saved = [(torch.Tensor, "cuda", torch.Tensor.cuda)]
         saved += [
             (owner, name, getattr(owner, name))
@@ -263,8 +270,9 @@ class Probe:
                 (compiler, "get_torch_inputs"),
                 (compiler, "to_torch_device"),
                 (decompositions, "to_torch_device"),
+                (full_like, "to_torch_device"),
             )
-            if hasattr(owner, name)
+            if owner is not None and hasattr(owner, name)
         ]
         original_inputs = getattr(compiler, "get_torch_inputs", None)
 
@@ -274,8 +282,8 @@ class Probe:
         torch.Tensor.cuda = lambda tensor, *args, **kwargs: tensor
         if original_inputs is not None:
             compiler.get_torch_inputs = inputs_on_cpu
-        for owner in (compiler, decompositions):
-            if hasattr(owner, "to_torch_device"):
+        for owner in (compiler, decompositions, full_like):
+            if owner is not None and hasattr(owner, "to_torch_device"):
                 owner.to_torch_device = lambda *args, **kwargs: torch.device("cpu")
         # 2.10.0's compile_module tells every block whose output is a graph output not to own its output tensors, a
         # method of the engine module; in dryrun no engine is built and the block is still a GraphModule.
@@ -392,6 +400,13 @@ class Probe:
         for name, described in built.items():
             if described != flowing.get(name, []):
                 return f"{name}: Inputs {described}, but {flowing.get(name, [])} flow into it"
+        return None
+
+
+def _module_or_none(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
         return None
 
 

@@ -480,6 +480,26 @@ def test_the_graph_runs_as_in_eager_with_parameters_that_require_grad():
     assert audit.difference(in_backend(act, model, x), expected) is None
 
 
+def test_a_dynamic_size_input_is_run_with_its_number_not_its_symbol():
+    class ScaleByBatch(torch.nn.Module):
+        def forward(self, x):
+            return x.reshape(x.shape[0], -1) * x.shape[0]
+
+    x = torch.randn(2, 3, 4)
+    torch._dynamo.mark_dynamic(x, 0)
+
+    def real_values(gm, example_inputs):
+        return [slot.real for slot in audit._slots(gm, ())]
+
+    # Dynamo passes the batch size as a SymInt input; running the graph with the symbol would add guards to the
+    # compile's shape environment and specialize the dimension (on torch 2.14 the compile then fails with a
+    # ConstraintViolationError under the audit, and only under it).
+    sizes = [value for value in in_backend(real_values, ScaleByBatch(), x) if not isinstance(value, torch.Tensor)]
+    assert sizes == [2] and type(sizes[0]) is int
+    assert judged_in_backend(lambda gm, *_: gm, ScaleByBatch(), x) == []
+    assert judged_in_backend(lambda gm, *_: retarget(gm, operator.mul, operator.add), ScaleByBatch(), x)
+
+
 def test_the_audit_keeps_no_model_alive():
     import gc
     import weakref

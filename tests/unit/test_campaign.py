@@ -143,8 +143,9 @@ def test_every_problem_is_triaged_or_the_generator_fails(tmp_path, capsys):
     code = make_differential.main(["--results", str(results(tmp_path, models)), "--output", str(output)])
     text = output.read_text()
     assert code == 1 and "## UNTRIAGED" in text
-    assert "| 2.14.0 | mystery | without | mismatch" in text.split("## UNTRIAGED")[1].split("## Every")[0]
-    assert "| 2.14.0 | clone | without | mismatch" in text and "`identity_ops_clone`" in text
+    untriaged = text.split("## UNTRIAGED")[1].split("## Every")[0]
+    assert "| 2.14.0 | mystery | compile | static | without | mismatch" in untriaged
+    assert "| 2.14.0 | clone | compile | static | without | mismatch" in text and "`identity_ops_clone`" in text
     assert "untriaged: 2.14.0 mystery (without): mismatch" in capsys.readouterr().err
 
 
@@ -178,7 +179,7 @@ def test_check_mode_finds_a_stale_file(tmp_path):
     assert make_differential.main(["--results", str(folder), "--output", str(output), "--check"]) == 1
     assert make_differential.main(["--results", str(folder), "--output", str(output)]) == 0
     assert make_differential.main(["--results", str(folder), "--output", str(output), "--check"]) == 0
-    assert "| 2.14.0 | 2.14.1 | 1 | 1 / 0 / 0 | 1 / 0 / 0 |" in output.read_text()
+    assert "| 2.14.0 | 2.14.1 | compile | static | 1 | 1 / 0 / 0 | 1 / 0 / 0 |" in output.read_text()
 
 
 def test_an_open_defect_is_listed_apart_and_still_fails_the_generator(tmp_path, monkeypatch):
@@ -203,7 +204,7 @@ def test_the_scatter_layout_mismatch_is_fixed_by_its_patch(tmp_path):
     }
     output = tmp_path / "DIFFERENTIAL.md"
     assert make_differential.main(["--results", str(results(tmp_path, models, "2.5.0")), "--output", str(output)]) == 0
-    assert "| 2.5.0 | gen-0-0001 | without |" in output.read_text()
+    assert "| 2.5.0 | gen-0-0001 | compile | static | without |" in output.read_text()
     assert "`select_scatter_layout` |" in output.read_text()
 
 
@@ -211,3 +212,73 @@ def test_the_committed_report_is_current():
     """compat/DIFFERENTIAL.md is what make_differential renders from the committed results (compat/differential)."""
     text, _ = make_differential.render(make_differential.load(make_differential.RESULTS))
     assert make_differential.OUTPUT.read_text() == text, "run python -m compat.make_differential"
+
+
+def test_each_variant_and_the_reloads_are_counted_apart(tmp_path):
+    ok, failed = side("ok"), side("failed", error="RuntimeError: boom")
+    models = {
+        "fine": {"family": "smoke", "without": ok, "with": ok},
+        "fine@export-dynamic": {
+            "family": "smoke",
+            "model": "fine",
+            "path": "export",
+            "shapes": "dynamic",
+            "without": ok,
+            "with": ok,
+            "reload_without": failed,
+            "reload_with": ok,
+        },
+        "fine@compile-dynamic": {"family": "smoke", "model": "fine", "path": "compile", "shapes": "dynamic"},
+    }
+    text, unexplained = make_differential.render(make_differential.load(results(tmp_path, models)))
+    assert "| 2.14.0 | 2.14.1 | compile | static | 1 | 1 / 0 / 0 | 1 / 0 / 0 |" in text
+    assert "| 2.14.0 | 2.14.1 | compile | dynamic | 0 | 0 / 0 / 0 | 0 / 0 / 0 | 1 |" in text
+    assert "| 2.14.0 | 2.14.1 | export, reloaded | dynamic | 1 | 0 / 0 / 1 | 1 / 0 / 0 |" in text
+    assert [(case.model, case.side) for case in unexplained] == [("fine@export-dynamic", "reload_without")]
+    assert "| 2.14.0 | fine | export | dynamic | reload_without | failed: RuntimeError: boom |" in text
+
+
+def test_a_rule_covers_only_its_paths_shapes_and_sides(tmp_path, monkeypatch):
+    rule = make_differential.Rule(
+        key="export_only", status="failed", paths=("export",), shapes=("static",), sides=("with",), reason="r"
+    )
+    monkeypatch.setattr(make_differential, "TRIAGE", (rule,))
+    failed = side("failed", error="x")
+    record = {"family": "smoke", "model": "m", "path": "export", "shapes": "static", "without": failed}
+    models = {"m@export-static": dict(record, **{"with": failed}), "m": {"family": "smoke", "with": failed}}
+    cases = make_differential.problems(make_differential.load(results(tmp_path, models)))
+    assert sorted((case.model, case.side, case.rule and case.rule.key) for case in cases) == [
+        ("m", "with", None),
+        ("m@export-static", "with", "export_only"),
+        ("m@export-static", "without", None),
+    ]
+
+
+def test_dynamic_inputs_are_resized_and_keep_their_values_valid():
+    from compat import variants
+
+    ids = torch.tensor([[5, 6, 7, 8]])
+    x = torch.randn(2, 3)
+    dynamic = variants.Dynamic(axes={0: {1: "seq"}, 1: {0: "batch"}}, sizes={"seq": (4, 6, 2), "batch": (2, 3, 5)})
+    resized = variants.resized((ids, x), dynamic, 1, seed=0)
+    assert resized[0].tolist() == [[5, 6, 7, 8, 5, 6]] and resized[1].shape == (3, 3)
+    assert variants.resized((ids, x), dynamic, 1, seed=0)[1].equal(resized[1])  # the same every run
+    assert dynamic.bound("seq") == (2, 6)
+    assert variants.batch_axis((torch.zeros(2, 3), torch.zeros(2), torch.zeros(3))).axes == {
+        0: {0: "batch"},
+        1: {0: "batch"},
+    }
+    assert variants.key("resnet18", "compile", "static") == "resnet18"
+    assert variants.key("resnet18", "export", "dynamic") == "resnet18@export-dynamic"
+
+
+def test_model_libraries_are_pinned_for_every_torch_of_the_matrix():
+    from compat import model_libraries
+    from tests.harness import releases
+
+    for release in releases.RELEASES.values():
+        no_deps, deps = model_libraries.pins_for(release.torch)
+        assert {name.split("==")[0] for name in no_deps} == {"timm", "transformers"}
+        assert all("==" in pin for pin in no_deps + deps) and not any(p.startswith("torch") for p in deps)
+    assert model_libraries.pins_for("2.14.1")[0] == ["timm==1.0.31", "transformers==5.23.0"]
+    assert model_libraries.pins_for("2.4.1+cu121")[0] == ["timm==1.0.9", "transformers==4.44.2"]

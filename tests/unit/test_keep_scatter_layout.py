@@ -101,14 +101,35 @@ def test_input_with_gaps_is_left_to_upstream():
     assert ksl.eager_strides(x) is None and ksl.with_input_layout(result, x) is result
 
 
-def test_symbolic_sizes_are_left_to_upstream():
+def test_symbolic_sizes_get_the_input_layout_too():
+    """With dynamic shapes the sizes and strides are symbolic: their traced values give the layout (the campaign
+    found the defect left in place on 2.12.1 with mark_dynamic, scatter_then_contiguous off by 6.09)."""
+
     def relayout(x):
         x = x.transpose(0, 1)
         return ksl.with_input_layout(x.contiguous(), x)
 
     gm = make_fx(relayout, tracing_mode="symbolic")(torch.randn(3, 5))
     targets = [node.target for node in gm.graph.nodes if node.op == "call_function"]
-    assert aten.permute.default not in targets, targets
+    assert aten.permute.default in targets, targets
+    for shape in ((3, 5), (4, 7)):
+        x = torch.randn(shape)
+        assert gm(x).stride() == x.transpose(0, 1).stride()
+
+
+@pytest.mark.parametrize("name", ["row", "slice"])
+def test_the_defect_is_fixed_with_symbolic_sizes(name):
+    function, shape = MODELS[name]
+    table = {
+        aten.slice_scatter.default: keeping_layout,
+        aten.select_scatter.default: ksl.select_scatter_as_slice_scatter,
+    }
+    gm = make_fx(torch.func.functionalize(function), decomposition_table=table, tracing_mode="symbolic")(
+        torch.randn(shape)
+    )
+    for size in (shape[0], shape[0] + 1):
+        x = torch.randn((size, *shape[1:]))
+        assert torch.equal(gm(x), function(x))
 
 
 def test_the_fix_adds_a_copy_only_where_the_layout_differs():
