@@ -16,6 +16,7 @@ code (no environment was built for it here); the compatibility matrix measures t
 from __future__ import annotations
 
 import re
+import unittest.mock
 from dataclasses import dataclass, field
 from typing import Dict, List
 
@@ -194,8 +195,6 @@ def run_model(name, monkeypatch, pass_through=True):
         run.traced[-1].graph_copy(gm.graph, {})
         return aot_export(gm, *args, **kwargs)
 
-    monkeypatch.setattr(backends, "compile_module", compile_module_spy)
-    monkeypatch.setattr(backends, "aot_export_joint_simple", aot_export_spy)
     torch._dynamo.config.capture_scalar_outputs = name in CAPTURED  # restored by restore_scalar_capture
     model, eager, calls, before_call = calls_of(name)
     compiled = torch.compile(
@@ -203,7 +202,13 @@ def run_model(name, monkeypatch, pass_through=True):
         backend="torch_tensorrt",
         options={"dryrun": True, "min_block_size": 1, "pass_through_build_failures": pass_through},
     )
-    with torch.no_grad():
+    # The spies go before this function returns: whatever patch wrapped these functions must find its own wrapper
+    # in place when the test's fixtures revert trt_compat, whatever their order.
+    with (
+        torch.no_grad(),
+        unittest.mock.patch.object(backends, "compile_module", compile_module_spy),
+        unittest.mock.patch.object(backends, "aot_export_joint_simple", aot_export_spy),
+    ):
         for number, inputs in enumerate(calls):
             if before_call:
                 before_call(number)
