@@ -362,16 +362,17 @@ class _FakeRun(torch.fx.Interpreter):
     """Runs a graph on fake tensors, recording which watched tensors each node writes and which it shares.
 
     ``get_attr`` tensors are replaced by fresh fake tensors (one per attribute) and ``call_module`` nodes run on fake
-    copies of the module's parameters and buffers, so that nothing real is touched. Nodes outside ``relevant`` get
-    a fresh fake tensor shaped like their recorded value instead of running. Higher-order ops cannot run under an
+    copies of the module's parameters and buffers, so that nothing real is touched. With a ``plan`` only its nodes run,
+    the nodes they need get a fresh fake tensor shaped like their recorded value, and only the inputs it names are
+    watched. Higher-order ops cannot run under an
     extra dispatch mode on every release, so they run without the recorder and are checked by the version counters
     and layouts of the watched tensors around them.
     """
 
-    def __init__(self, gm: GraphModule, relevant: Optional[Set[Node]] = None):
+    def __init__(self, gm: GraphModule, plan: Optional["_RunPlan"] = None):
         super().__init__(gm)
         self.recorder = _WriteRecorder()
-        self.relevant = relevant
+        self.plan = plan
         self.fakes: Dict[Node, torch.Tensor] = {}  # watched placeholder or first get_attr -> its fake tensor
         self.initial_layouts: Dict[Node, Tuple[Any, ...]] = {}
         self.shared: Dict[Node, FrozenSet[Node]] = {}  # node -> the watched targets its value shares storage with
@@ -387,6 +388,8 @@ class _FakeRun(torch.fx.Interpreter):
         value = super().get_attr(target, args, kwargs)
         if not isinstance(value, torch.Tensor):
             return value
+        if self.plan is not None and self.recorder.node not in self.plan.watched and target not in self._attributes:
+            return _fresh_fake(value)
         if target not in self._attributes:
             self._attributes[target] = self.watch(self.recorder.node, value)
         return self._attributes[target]
@@ -398,10 +401,10 @@ class _FakeRun(torch.fx.Interpreter):
 
     def run_node(self, n: Node) -> Any:
         self.recorder.node = n
-        if self.relevant is not None and n not in self.relevant and n.op != "output":
-            recorded = _recorded_value(n)
-            if recorded is not None:
-                return tree_map(lambda v: _fresh_fake(v) if isinstance(v, torch.Tensor) else v, recorded)
+        if self.plan is not None and n.op != "output" and n not in self.plan.run:
+            if n in self.plan.stand_in:
+                return tree_map(lambda v: _fresh_fake(v) if isinstance(v, torch.Tensor) else v, _recorded_value(n))
+            return None
         if n.op == "call_function" and isinstance(n.target, torch._ops.HigherOrderOperator):
             before = {node: (fake._version, _layout(fake)) for node, fake in self.fakes.items()}
             result = super().run_node(n)
@@ -468,32 +471,69 @@ def _fresh_fake(value: torch.Tensor) -> torch.Tensor:
     return torch.empty_strided(value.shape, value.stride(), dtype=value.dtype, device=value.device)
 
 
-def _relevant_nodes(gm: GraphModule) -> Optional[Set[Node]]:
-    """The nodes the fake run must really run: inputs, nodes sharing an input's storage (as Dynamo recorded it) and
-    nodes that may write in place; None (run everything) when the recorded values cannot tell."""
-    inputs = _input_storages(gm)
-    if inputs is None:
+@dataclass(frozen=True)
+class _RunPlan:
+    """Which nodes the fake run runs, which it stands in for, and which inputs it watches (see _plan_fake_run)."""
+
+    watched: FrozenSet[Node]
+    run: FrozenSet[Node]
+    stand_in: FrozenSet[Node]
+
+
+def _plan_fake_run(gm: GraphModule) -> Optional[_RunPlan]:
+    """Only what can tell a write into an input needs running, judged from the values Dynamo recorded: the inputs a
+    node that may write in place may write (all of them where a writer's operands cannot be told), the nodes sharing
+    their storage, those writers, and whatever these need that has no recorded value. What they need that has one is
+    stood in for by a fresh fake tensor shaped like it; everything else is skipped. None (run everything, watch every
+    input) when the recorded values cannot tell."""
+    inputs = [node for node in gm.graph.nodes if node.op in ("placeholder", "get_attr")]
+    storages = {node: _recorded_storages(_recorded_value(node)) for node in inputs}
+    if any(found is None for found in storages.values()):
         return None
-    relevant = set()
+    writers = [node for node in gm.graph.nodes if may_write_in_place(node)]
+    candidates: Set[StorageWeakRef] = set()
+    for writer in writers:
+        operands = _written_operands(gm, writer)
+        if operands is None:
+            candidates = set().union(*storages.values())
+            break
+        for operand in operands:
+            if isinstance(operand, Node):
+                written = _recorded_storages(_recorded_value(operand))
+                candidates |= set().union(*storages.values()) if written is None else written
+    watched = {node for node in inputs if storages[node] & candidates}
+    relevant = watched | set(writers)
     for node in gm.graph.nodes:
-        if node.op in ("placeholder", "get_attr") or may_write_in_place(node):
-            relevant.add(node)
-            continue
-        storages = _recorded_storages(_recorded_value(node))
-        if storages is None or storages & inputs:
-            relevant.add(node)
-    return relevant
+        if node.op not in ("placeholder", "get_attr") and node not in relevant:
+            recorded = _recorded_storages(_recorded_value(node))
+            if recorded is None or recorded & candidates:
+                relevant.add(node)
+    run, stand_in, needed = set(), set(), set()
+    for node in reversed(gm.graph.nodes):
+        if node in relevant or (node in needed and _recorded_value(node) is None):
+            run.add(node)
+            needed.update(node.all_input_nodes)
+        elif node in needed:
+            stand_in.add(node)
+    # Placeholders always run: they hand out the arguments in order (None for those nothing needs).
+    run.update(node for node in inputs if node.op == "placeholder")
+    return _RunPlan(frozenset(watched), frozenset(run), frozenset(stand_in))
 
 
 def _run_on_fakes(gm: GraphModule, sample_inputs: Sequence[Any]) -> _FakeRun:
-    placeholders = _placeholders(gm)
-    run = _FakeRun(gm, _relevant_nodes(gm))
+    plan = _plan_fake_run(gm)
+    run = _FakeRun(gm, plan)
     with _quiet_fake_run(_fake_mode_of(gm, sample_inputs)):
         arguments = []
-        for position, node in enumerate(placeholders):
+        for position, node in enumerate(_placeholders(gm)):
             sample = sample_inputs[position] if position < len(sample_inputs) else None
             value = node.meta.get("example_value", node.meta.get("val", sample))
-            arguments.append(run.watch(node, value) if isinstance(value, torch.Tensor) else value)
+            if not isinstance(value, torch.Tensor):
+                arguments.append(value)
+            elif plan is None or node in plan.watched:
+                arguments.append(run.watch(node, value))
+            else:
+                arguments.append(_fresh_fake(value) if node in plan.stand_in else None)
         run.run(*arguments)
     return run
 
