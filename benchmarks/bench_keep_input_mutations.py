@@ -1,6 +1,6 @@
 """Cost of keep_input_mutations: per call (the write-back), and at compile time (finding the writes).
 
-    .venvs/tt-2.14.0/bin/python -m benchmarks.bench_keep_input_mutations     # writes results/keep-input-mutations.json
+    .venvs/tt-2.14.0/bin/python -m benchmarks.bench_keep_input_mutations     # writes results/keep-input-mutations-2.14.0.json
     .venvs/tt-2.14.0/bin/python -m benchmarks.bench_keep_input_mutations --cache-mib 4,64 --only kv_step
 
 Three benchmarks, on the CPU (one torch thread), with only this patch of trt_compat's enabled; per-call times are
@@ -372,7 +372,7 @@ def main():
     if "detection" in only:
         log("detection")
         results["detection"] = bench_detection(sizes, args.repeats)
-    _common.write_results("keep-input-mutations", results)
+    _common.write_results(f"keep-input-mutations-{HARNESS_INFO['wheel']}", results)
 
 
 if __name__ == "__main__":
