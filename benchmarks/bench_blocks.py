@@ -36,7 +36,7 @@ def main(argv=None) -> None:
     cases = {**zoo.MODELS, **zoo.SMALL_CASES}
     rows = []
     for name in args.models.split(","):
-        row = {"model": name, "small_case": name in zoo.SMALL_CASES}
+        row = {"model": name, "what": cases[name].__doc__ if name in zoo.SMALL_CASES else None}
         for size in MIN_BLOCK_SIZES:
             for on in (False, True):
                 row[f"min_block_size_{size}_{'with' if on else 'without'}"] = count(cases[name], size, on)

@@ -13,51 +13,20 @@ as wall time and as the process's CPU time (on a shared machine the latter does 
 overhead is judged per pair (``paired_overhead``): the median of the pairs' relative differences, with a bootstrap
 95 % interval, so that drift in the machine's load over the run cancels out.
 
-trt_compat's own work inside each compile is timed apart by wrapping its graph functions, so the overhead is
-attributable: its passes (``replace_views_with_reshapes``, ``decompose_tuple_pooling``) and its partition-input
-repair (``remember_partition``, ``repair_submodule_inputs``).
+What each patch does inside a compile, beyond the upstream code it wraps, is measured by
+``benchmarks/bench_patch_cost.py`` (from the patches' undo logs, so every applied patch is covered).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import gc
 import logging
 import time
 
-from trt_compat.patches import tuple_partition_inputs, tuple_pooling, view_to_reshape_metadata  # noqa: E402
-
-# Imported before torch_tensorrt, as deployments do; the timers below must be in place before the post-import
-# hook applies the patches, because apply() binds these module-level functions into the pass list.
+# Imported before torch_tensorrt, as deployments do: the post-import hook applies the patches.
 import trt_compat  # noqa: E402
 from benchmarks import _common
-
-OWN_WORK = {
-    view_to_reshape_metadata: ("replace_views_with_reshapes",),
-    tuple_pooling: ("decompose_tuple_pooling",),
-    tuple_partition_inputs: ("remember_partition", "repair_submodule_inputs"),
-}
-_spent = {}
-
-
-def _install_timers():
-    for module, names in OWN_WORK.items():
-        for name in names:
-            original = getattr(module, name)
-
-            @functools.wraps(original)
-            def timer(*args, __original=original, __name=name, **kwargs):
-                start = time.perf_counter()
-                try:
-                    return __original(*args, **kwargs)
-                finally:
-                    _spent[__name] = _spent.get(__name, 0.0) + time.perf_counter() - start
-
-            setattr(module, name, timer)
-
-
-_install_timers()
 from tests.harness import activate  # noqa: E402
 
 HARNESS_INFO = activate.prepare()
@@ -145,14 +114,13 @@ MODELS = {
 
 def compile_once(model, x):
     torch._dynamo.reset()
-    _spent.clear()
     # The previous compile's garbage is collected here, not inside this one's timing.
     gc.collect()
     start, start_cpu = time.perf_counter(), time.process_time()
     compiled = torch.compile(model, backend="torch_tensorrt", options={"dryrun": True, "min_block_size": 1})
     with torch.no_grad():
         out = compiled(x)
-    return time.perf_counter() - start, time.process_time() - start_cpu, dict(_spent), out
+    return time.perf_counter() - start, time.process_time() - start_cpu, out
 
 
 def paired_overhead(with_runs, without_runs, resamples=2000):
@@ -188,7 +156,6 @@ def bench_model(name, pairs):
         expected = model(x)
     runs = {True: [], False: []}
     cpu = {True: [], False: []}
-    own = []
     applied = None
     for on in (True, False):  # warm-up, not counted
         set_shim(on)
@@ -197,21 +164,16 @@ def bench_model(name, pairs):
         for on in (True, False) if i % 2 == 0 else (False, True):
             patches = set_shim(on)
             applied = patches if on else applied
-            seconds, cpu_seconds, spent, out = compile_once(model, x)
+            seconds, cpu_seconds, out = compile_once(model, x)
             torch.testing.assert_close(out, expected)
             runs[on].append(seconds)
             cpu[on].append(cpu_seconds)
-            if on:
-                own.append(spent)
             print(
-                f"  {name} {'with   ' if on else 'without'} trt_compat: {seconds:.3f} s, CPU {cpu_seconds:.3f} s"
-                + (f"  (own work {sum(spent.values()) * 1e3:.1f} ms)" if on else ""),
+                f"  {name} {'with   ' if on else 'without'} trt_compat: {seconds:.3f} s, CPU {cpu_seconds:.3f} s",
                 flush=True,
             )
     with_s, without_s = _common.median(runs[True]), _common.median(runs[False])
     with_cpu, without_cpu = _common.median(cpu[True]), _common.median(cpu[False])
-    own_by_fn = {fn: _common.median([s.get(fn, 0.0) for s in own]) for fn in sorted({k for s in own for k in s})}
-    own_total = _common.median([sum(s.values()) for s in own])
     return {
         "model": name,
         "pairs": pairs,
@@ -228,9 +190,6 @@ def bench_model(name, pairs):
         "overhead_cpu_pct": round((with_cpu - without_cpu) / without_cpu * 100, 2),
         "paired_overhead_cpu": paired_overhead(cpu[True], cpu[False]),
         "paired_overhead_wall": paired_overhead(runs[True], runs[False]),
-        "own_work_s": own_total,
-        "own_work_pct_of_compile": round(own_total / with_s * 100, 3),
-        "own_work_by_function_s": own_by_fn,
     }
 
 
@@ -247,7 +206,6 @@ def main(argv=None):
         print(
             f"  median with {r['with_s']:.3f} s, without {r['without_s']:.3f} s: {r['overhead_pct']:+.2f} % "
             f"(CPU {r['with_cpu_s']:.3f} s vs {r['without_cpu_s']:.3f} s: {r['overhead_cpu_pct']:+.2f} %); "
-            f"trt_compat's own work {r['own_work_s'] * 1e3:.1f} ms ({r['own_work_pct_of_compile']:.2f} %); "
             f"paired CPU overhead {r['paired_overhead_cpu']['median_pct']:+.2f} % "
             f"(95 % CI {r['paired_overhead_cpu']['ci95_pct']})",
             flush=True,

@@ -83,18 +83,78 @@ def compile_table(datas):
 
     print(
         "| release | model | patches applied | pairs | with: CPU s | without: CPU s | CPU overhead, paired median "
-        "[95 % CI] | with: wall s | without: wall s | wall overhead, paired median [95 % CI] "
-        "| trt_compat's own work ms | own work / compile |"
+        "[95 % CI] | with: wall s | without: wall s | wall overhead, paired median [95 % CI] |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for data in datas:
         for r in data["models"]:
             print(
                 f"| {data['release']} | {r['model']} | {', '.join(r['patches_applied'])} | {r['pairs']} "
                 f"| {r['with_cpu_s']:.2f} | {r['without_cpu_s']:.2f} | {paired(r, 'paired_overhead_cpu')} "
-                f"| {r['with_s']:.2f} | {r['without_s']:.2f} | {paired(r, 'paired_overhead_wall')} "
-                f"| {r['own_work_s'] * 1e3:.1f} | {r['own_work_pct_of_compile']:.3f} % |"
+                f"| {r['with_s']:.2f} | {r['without_s']:.2f} | {paired(r, 'paired_overhead_wall')} |"
             )
+    print()
+
+
+def patch_cost_tables(data):
+    """Per model: the compile, its fake-tensor dispatches and the paired whole-compile CPU; then per patch and model,
+    the patch's own CPU work and its share of the compile."""
+    rows = data["models"]
+    print(
+        "| model | Dynamo graph nodes | TensorRT blocks | fake dispatches without → with | ratio "
+        "| compile CPU s, min without / with | ratio of minimums | paired CPU overhead, median (each pair) |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        pairs = ", ".join(f"{p:+.1f}" for p in r["paired_overhead_cpu_pct"])
+        print(
+            f"| {r['model']} | {sum(r['dynamo_graph_nodes']):,} | {r['blocks_on']} "
+            f"| {r['dispatches_off']:,} → {r['dispatches_on']:,} | {r['dispatch_ratio']:.3f} "
+            f"| {min(r['without_cpu_s_runs']):.2f} / {min(r['with_cpu_s_runs']):.2f} "
+            f"| {r['cpu_ratio_of_minimums']:.3f} | {r['paired_overhead_cpu_pct_median']:+.1f} % ({pairs}) |"
+        )
+    print()
+    patches = sorted({p for r in rows for p in r["own_work"]})
+    print("Own CPU work per compile, ms (% of the compile's CPU), median of the instrumented compiles:\n")
+    print("| model | " + " | ".join(f"`{p}`" for p in patches) + " |")
+    print("|---|" + "---:|" * len(patches))
+    for r in rows:
+        cells = []
+        for p in patches:
+            own = r["own_work"].get(p)
+            cells.append(
+                "–" if own is None else f"{own['cpu_s_median'] * 1e3:.2f} ({own['pct_of_compile_median']:.3f} %)"
+            )
+        print(f"| {r['model']} | " + " | ".join(cells) + " |")
+    print()
+    inside = []
+    for r in rows:
+        own = {owner: n for owner, n in r["dispatches_by_owner"].items() if owner != "upstream"}
+        if own:
+            inside.append(f"{r['model']}: " + ", ".join(f"{owner} {n:,}" for owner, n in own.items()))
+    print("Fake-tensor dispatches inside a patch's own work: " + ("; ".join(inside) or "none") + "\n")
+
+
+def blocks_table(datas):
+    """TensorRT blocks without → with trt_compat, per case, release and min_block_size (block sizes in nodes)."""
+    columns = [(d["release"], size) for d in datas for size in (1, 5)]
+    print("| case | " + " | ".join(f"{release}, min_block_size={size}" for release, size in columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    by_release = {d["release"]: {c["model"]: c for c in d["cases"]} for d in datas}
+    for name in by_release[datas[0]["release"]]:
+        cells = []
+        for release, size in columns:
+            case = by_release[release].get(name)
+            if case is None:
+                cells.append("–")
+                continue
+            without, with_ = case[f"min_block_size_{size}_without"], case[f"min_block_size_{size}_with"]
+            cell = f"{without['blocks']} → {with_['blocks']}"
+            if with_["blocks"] > without["blocks"]:
+                cell = f"**{cell}** ({'+'.join(map(str, with_['block_sizes']))} nodes)"
+            cells.append(cell)
+        what = by_release[datas[0]["release"]][name].get("what")
+        print(f"| {f'`{what}`' if what else name} | " + " | ".join(cells) + " |")
     print()
 
 
@@ -148,6 +208,15 @@ def main():
     if datas:
         print("### dryrun compile\n")
         compile_table(datas)
+    for release in ("2.5.0", "2.14.0"):
+        data = load(f"patch-cost-{release}")
+        if data:
+            print(f"### what each patch costs inside a compile, {release} (`results/patch-cost-{release}.json`)\n")
+            patch_cost_tables(data)
+    datas = [d for d in (load("blocks-2.5.0"), load("blocks-2.14.0")) if d]
+    if datas:
+        print("### TensorRT blocks without → with trt_compat (`results/blocks-*.json`)\n")
+        blocks_table(datas)
 
 
 if __name__ == "__main__":

@@ -167,21 +167,31 @@ class _Lambda(nn.Module):
         return self.body(self, x)
 
 
-def _case(forward: Callable, shape: Tuple[int, ...], *modules: Callable[[], nn.Module]):
-    return _seeded(lambda: (_Lambda(forward, *(make() for make in modules)), (torch.randn(*shape),)))
+def _case(what: str, forward: Callable, shape: Tuple[int, ...], *modules: Callable[[], nn.Module]):
+    build = _seeded(lambda: (_Lambda(forward, *(make() for make in modules)), (torch.randn(*shape),)))
+    build.__doc__ = what
+    return build
 
 
 F = nn.functional
 
+# Each builder's docstring says what the case computes.
 SMALL_CASES: Dict[str, Callable[[], Tuple[nn.Module, tuple]]] = {
-    "max_pool2d(x, 2, 1, dilation=2) * 2": _case(lambda m, x: F.max_pool2d(x, 2, 1, dilation=2) * 2, (1, 3, 16, 16)),
-    "avg_pool2d(x, 3, 2, ceil_mode=True) + 1": _case(
-        lambda m, x: F.avg_pool2d(x, 3, 2, ceil_mode=True) + 1, (1, 3, 16, 16)
+    "dilated_max_pool2d_mul": _case(
+        "max_pool2d(x, 2, 1, dilation=2) * 2", lambda m, x: F.max_pool2d(x, 2, 1, dilation=2) * 2, (1, 3, 16, 16)
     ),
-    "max_pool3d(x, 2, 1, dilation=2, ceil_mode=True) * 2": _case(
-        lambda m, x: F.max_pool3d(x, 2, 1, dilation=2, ceil_mode=True) * 2, (1, 2, 9, 9, 9)
+    "ceil_avg_pool2d_add": _case(
+        "avg_pool2d(x, 3, 2, ceil_mode=True) + 1",
+        lambda m, x: F.avg_pool2d(x, 3, 2, ceil_mode=True) + 1,
+        (1, 3, 16, 16),
     ),
-    "conv -> max_pool2d(2, 1, dilation=2) -> sort": _case(
+    "dilated_ceil_max_pool3d_mul": _case(
+        "max_pool3d(x, 2, 1, dilation=2, ceil_mode=True) * 2",
+        lambda m, x: F.max_pool3d(x, 2, 1, dilation=2, ceil_mode=True) * 2,
+        (1, 2, 9, 9, 9),
+    ),
+    "conv_dilated_max_pool2d_sort": _case(
+        "sort(max_pool2d(conv(x), 2, 1, dilation=2), -1)",
         lambda m, x: torch.sort(F.max_pool2d(m.parts[0](x), 2, 1, dilation=2), dim=-1)[0],
         (1, 3, 16, 16),
         lambda: nn.Conv2d(3, 4, 3, padding=1),
