@@ -31,7 +31,7 @@ def count(build, min_block_size: int, on: bool) -> Dict[str, Any]:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--models", default=",".join([*zoo.MODELS, *zoo.SMALL_CASES]))
+    parser.add_argument("--models", default=",".join([*zoo.SMALL_CASES, *zoo.MODELS]))
     args = parser.parse_args(argv)
     cases = {**zoo.MODELS, **zoo.SMALL_CASES}
     rows = []
@@ -50,8 +50,9 @@ def main(argv=None) -> None:
             ),
             flush=True,
         )
+        # After every case, so that a run cut short keeps what it measured.
+        _common.write_results(f"blocks-{HARNESS_INFO['wheel']}", {"release": HARNESS_INFO["wheel"], "cases": rows})
     set_patches(True)
-    _common.write_results(f"blocks-{HARNESS_INFO['wheel']}", {"release": HARNESS_INFO["wheel"], "cases": rows})
 
 
 if __name__ == "__main__":

@@ -263,17 +263,17 @@ def main(argv=None) -> None:
                 f"{own['calls']} calls",
                 flush=True,
             )
-    kind = "patch-cost-scaling" if args.scaling else "patch-cost"
-    _common.write_results(
-        args.out or f"{kind}-{HARNESS_INFO['wheel']}",
-        {
-            "release": HARNESS_INFO["wheel"],
-            "options": OPTIONS,
-            "torch_threads": torch.get_num_threads(),
-            "frame_overhead_us": overhead,
-            "models": rows,
-        },
-    )
+        # After every model, so that a run cut short keeps what it measured.
+        _common.write_results(
+            args.out or f"{'patch-cost-scaling' if args.scaling else 'patch-cost'}-{HARNESS_INFO['wheel']}",
+            {
+                "release": HARNESS_INFO["wheel"],
+                "options": OPTIONS,
+                "torch_threads": torch.get_num_threads(),
+                "frame_overhead_us": overhead,
+                "models": rows,
+            },
+        )
 
 
 if __name__ == "__main__":
