@@ -73,29 +73,6 @@ def per_node_table(rows, key, unit):
     print()
 
 
-def compile_table(datas):
-    def paired(r, key):
-        stats = r.get(key)
-        if not stats:
-            return "–"
-        low, high = stats["ci95_pct"]
-        return f"{stats['median_pct']:+.1f} % [{low:+.1f}, {high:+.1f}]"
-
-    print(
-        "| release | model | patches applied | pairs | with: CPU s | without: CPU s | CPU overhead, paired median "
-        "[95 % CI] | with: wall s | without: wall s | wall overhead, paired median [95 % CI] |"
-    )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for data in datas:
-        for r in data["models"]:
-            print(
-                f"| {data['release']} | {r['model']} | {', '.join(r['patches_applied'])} | {r['pairs']} "
-                f"| {r['with_cpu_s']:.2f} | {r['without_cpu_s']:.2f} | {paired(r, 'paired_overhead_cpu')} "
-                f"| {r['with_s']:.2f} | {r['without_s']:.2f} | {paired(r, 'paired_overhead_wall')} |"
-            )
-    print()
-
-
 def patch_cost_tables(data):
     """Per model: the compile, its fake-tensor dispatches and the paired whole-compile CPU; then per patch and model,
     the patch's own CPU work and its share of the compile."""
@@ -133,6 +110,22 @@ def patch_cost_tables(data):
         if own:
             inside.append(f"{r['model']}: " + ", ".join(f"{owner} {n:,}" for owner, n in own.items()))
     print("Fake-tensor dispatches inside a patch's own work: " + ("; ".join(inside) or "none") + "\n")
+
+
+def scaling_table(data):
+    """Own CPU work per patch (median, ms) as the graph grows, and the growth per doubling of the graph."""
+    rows = data["models"]
+    patches = sorted({p for r in rows for p in r["own_work"]})
+    nodes = [sum(r["dynamo_graph_nodes"]) for r in rows]
+    print("| patch | " + " | ".join(f"{r['model']} ({n:,} nodes)" for r, n in zip(rows, nodes)) + " | last doubling |")
+    print("|---|" + "---:|" * (len(rows) + 1))
+    for p in patches:
+        own = [r["own_work"].get(p, {}).get("cpu_s_median") for r in rows]
+        growth = (
+            "–" if not (own[-1] and own[-2]) else f"×{own[-1] / own[-2]:.2f} for ×{nodes[-1] / nodes[-2]:.2f} nodes"
+        )
+        print(f"| `{p}` | " + " | ".join(ms(t, 2) for t in own) + f" | {growth} |")
+    print()
 
 
 def blocks_table(datas):
@@ -204,15 +197,16 @@ def main():
             f"import statement: median {imp['in_process_cpu_ms_median']:.2f} ms; torch imported: "
             f"{imp['torch_imported']}\n"
         )
-    datas = [d for d in (load("compile-2.5.0"), load("compile-2.14.0")) if d]
-    if datas:
-        print("### dryrun compile\n")
-        compile_table(datas)
     for release in ("2.5.0", "2.14.0"):
         data = load(f"patch-cost-{release}")
         if data:
             print(f"### what each patch costs inside a compile, {release} (`results/patch-cost-{release}.json`)\n")
             patch_cost_tables(data)
+    for release in ("2.5.0", "2.14.0"):
+        data = load(f"patch-cost-scaling-{release}")
+        if data:
+            print(f"### own work as the graph grows, {release} (`results/patch-cost-scaling-{release}.json`)\n")
+            scaling_table(data)
     datas = [d for d in (load("blocks-2.5.0"), load("blocks-2.14.0")) if d]
     if datas:
         print("### TensorRT blocks without → with trt_compat (`results/blocks-*.json`)\n")

@@ -15,8 +15,6 @@ TT25=.venvs/tt-2.5.0/bin/python
 "$TT25" -m benchmarks.bench_passes --only view-work --repeats 17 --out passes-view-work   # 51 repeats
 "$TT25" -m benchmarks.bench_passes --only pooling --repeats 2 --out passes-pooling
 "$TT25" -m benchmarks.bench_passes --only partition --repeats 4 --out passes-partition
-"$TT25" -m benchmarks.bench_compile --pairs 30
-.venvs/tt-2.14.0/bin/python -m benchmarks.bench_compile --pairs 30
 for python in .venvs/tt-2.4.0/bin/python "$TT25" .venvs/tt-2.14.0/bin/python; do
   "$python" -m benchmarks.bench_cycle --cycles 200
 done
