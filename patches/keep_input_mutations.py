@@ -89,6 +89,7 @@ that ``aot_torch_tensorrt_aten_backend`` calls.
 """
 
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
@@ -203,7 +204,10 @@ def may_write_in_place(node: Node) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=256)
 def _parameters(function: Callable) -> Tuple[str, ...]:
+    # Cached: asked for every torch.nn.functional call of every graph (a few dozen functions), and a signature is
+    # rebuilt on each inspect.signature call.
     try:
         return tuple(inspect.signature(function).parameters)
     except (TypeError, ValueError):

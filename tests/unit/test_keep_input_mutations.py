@@ -1094,6 +1094,29 @@ def test_the_pre_filter_lets_every_write_into_an_input_through():
         assert possible, name
 
 
+def test_the_pre_filter_reads_each_functions_signature_once(monkeypatch):
+    """``F.hardswish(x, True)`` says ``inplace`` positionally: the pre-filter reads the function's signature to know,
+    once per function, not once per node (MobileNetV3 has dozens of such nodes in every graph)."""
+    import inspect
+
+    from trt_compat.patches import keep_input_mutations
+
+    class HardswishChain(nn.Module):
+        def forward(self, x):
+            x = x * 2
+            for _ in range(3):
+                x = F.hardswish(x, True)
+            return x
+
+    gm, _ = capture(HardswishChain(), torch.randn(3), inspect=lambda gm, _: None)
+    keep_input_mutations._parameters.cache_clear()
+    read = []
+    signature = inspect.signature
+    monkeypatch.setattr(inspect, "signature", lambda function: read.append(function) or signature(function))
+    assert may_write_an_input(gm) is False
+    assert read == [F.hardswish]
+
+
 def test_the_pre_filter_flattens_no_value_that_is_one_tensor(monkeypatch):
     """The pre-filter runs on every graph, over every graph input (from torch 2.5 each parameter is one) and every
     node that may write: a value that is one tensor, or a written operand that is one node, is taken as it is. A
