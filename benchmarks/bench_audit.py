@@ -171,8 +171,8 @@ def _median_of(values):
 
 
 def paired_overhead(runs, baseline, resamples=2000):
-    """Median over pairs of (run - baseline) / baseline, in %, and a 95 % bootstrap interval of that median (as
-    benchmarks/bench_compile.py judges trt_compat's own overhead)."""
+    """Median over pairs of (run - baseline) / baseline, in %, and a 95 % bootstrap interval of that median: pairs
+    ran back to back, so a slow phase of the machine hits both runs of a pair."""
     import random
 
     ratios = [(run - base) / base * 100 for run, base in zip(runs, baseline)]

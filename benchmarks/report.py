@@ -73,28 +73,81 @@ def per_node_table(rows, key, unit):
     print()
 
 
-def compile_table(datas):
-    def paired(r, key):
-        stats = r.get(key)
-        if not stats:
-            return "–"
-        low, high = stats["ci95_pct"]
-        return f"{stats['median_pct']:+.1f} % [{low:+.1f}, {high:+.1f}]"
-
+def patch_cost_tables(data):
+    """Per model: the compile, its fake-tensor dispatches and the paired whole-compile CPU; then per patch and model,
+    the patch's own CPU work and its share of the compile."""
+    rows = data["models"]
     print(
-        "| release | model | patches applied | pairs | with: CPU s | without: CPU s | CPU overhead, paired median "
-        "[95 % CI] | with: wall s | without: wall s | wall overhead, paired median [95 % CI] "
-        "| trt_compat's own work ms | own work / compile |"
+        "| model | Dynamo graph nodes | TensorRT blocks with trt_compat | fake dispatches without → with | ratio "
+        "| compile CPU s, min without / with | ratio of minimums | paired CPU overhead, median (each pair) |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for data in datas:
-        for r in data["models"]:
-            print(
-                f"| {data['release']} | {r['model']} | {', '.join(r['patches_applied'])} | {r['pairs']} "
-                f"| {r['with_cpu_s']:.2f} | {r['without_cpu_s']:.2f} | {paired(r, 'paired_overhead_cpu')} "
-                f"| {r['with_s']:.2f} | {r['without_s']:.2f} | {paired(r, 'paired_overhead_wall')} "
-                f"| {r['own_work_s'] * 1e3:.1f} | {r['own_work_pct_of_compile']:.3f} % |"
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        pairs = ", ".join(f"{p:+.1f}" for p in r["paired_overhead_cpu_pct"])
+        print(
+            f"| {r['model']} | {sum(r['dynamo_graph_nodes']):,} | {r['blocks_on']} "
+            f"| {r['dispatches_off']:,} → {r['dispatches_on']:,} | {r['dispatch_ratio']:.3f} "
+            f"| {min(r['without_cpu_s_runs']):.2f} / {min(r['with_cpu_s_runs']):.2f} "
+            f"| {r['cpu_ratio_of_minimums']:.3f} | {r['paired_overhead_cpu_pct_median']:+.1f} % ({pairs}) |"
+        )
+    print()
+    patches = sorted({p for r in rows for p in r["own_work"]})
+    print("Own CPU work per compile, ms (% of the compile's CPU), median of the instrumented compiles:\n")
+    print("| model | " + " | ".join(f"`{p}`" for p in patches) + " |")
+    print("|---|" + "---:|" * len(patches))
+    for r in rows:
+        cells = []
+        for p in patches:
+            own = r["own_work"].get(p)
+            cells.append(
+                "–" if own is None else f"{own['cpu_s_median'] * 1e3:.2f} ({own['pct_of_compile_median']:.3f} %)"
             )
+        print(f"| {r['model']} | " + " | ".join(cells) + " |")
+    print()
+    inside = []
+    for r in rows:
+        own = {owner: n for owner, n in r["dispatches_by_owner"].items() if owner != "upstream"}
+        if own:
+            inside.append(f"{r['model']}: " + ", ".join(f"{owner} {n:,}" for owner, n in own.items()))
+    print("Fake-tensor dispatches inside a patch's own work: " + ("; ".join(inside) or "none") + "\n")
+
+
+def scaling_table(data):
+    """Own CPU work per patch (median, ms) as the graph grows, and the growth per doubling of the graph."""
+    rows = data["models"]
+    patches = sorted({p for r in rows for p in r["own_work"]})
+    nodes = [sum(r["dynamo_graph_nodes"]) for r in rows]
+    print("| patch | " + " | ".join(f"{r['model']} ({n:,} nodes)" for r, n in zip(rows, nodes)) + " | last doubling |")
+    print("|---|" + "---:|" * (len(rows) + 1))
+    for p in patches:
+        own = [r["own_work"].get(p, {}).get("cpu_s_median") for r in rows]
+        growth = (
+            "–" if not (own[-1] and own[-2]) else f"×{own[-1] / own[-2]:.2f} for ×{nodes[-1] / nodes[-2]:.2f} nodes"
+        )
+        print(f"| `{p}` | " + " | ".join(ms(t, 2) for t in own) + f" | {growth} |")
+    print()
+
+
+def blocks_table(datas):
+    """TensorRT blocks without → with trt_compat, per case, release and min_block_size (block sizes in nodes)."""
+    columns = [(d["release"], size) for d in datas for size in (1, 5)]
+    print("| case | " + " | ".join(f"{release}, min_block_size={size}" for release, size in columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    by_release = {d["release"]: {c["model"]: c for c in d["cases"]} for d in datas}
+    for name in by_release[datas[0]["release"]]:
+        cells = []
+        for release, size in columns:
+            case = by_release[release].get(name)
+            if case is None:
+                cells.append("–")
+                continue
+            without, with_ = case[f"min_block_size_{size}_without"], case[f"min_block_size_{size}_with"]
+            cell = f"{without['blocks']} → {with_['blocks']}"
+            if with_["blocks"] > without["blocks"]:
+                cell = f"**{cell}** ({'+'.join(map(str, with_['block_sizes']))} nodes)"
+            cells.append(cell)
+        what = by_release[datas[0]["release"]][name].get("what")
+        print(f"| {f'`{what}`' if what else name} | " + " | ".join(cells) + " |")
     print()
 
 
@@ -144,10 +197,20 @@ def main():
             f"import statement: median {imp['in_process_cpu_ms_median']:.2f} ms; torch imported: "
             f"{imp['torch_imported']}\n"
         )
-    datas = [d for d in (load("compile-2.5.0"), load("compile-2.14.0")) if d]
+    for release in ("2.5.0", "2.14.0"):
+        data = load(f"patch-cost-{release}")
+        if data:
+            print(f"### what each patch costs inside a compile, {release} (`results/patch-cost-{release}.json`)\n")
+            patch_cost_tables(data)
+    for release in ("2.5.0", "2.14.0"):
+        data = load(f"patch-cost-scaling-{release}")
+        if data:
+            print(f"### own work as the graph grows, {release} (`results/patch-cost-scaling-{release}.json`)\n")
+            scaling_table(data)
+    datas = [d for d in (load("blocks-2.5.0"), load("blocks-2.14.0")) if d]
     if datas:
-        print("### dryrun compile\n")
-        compile_table(datas)
+        print("### TensorRT blocks without → with trt_compat (`results/blocks-*.json`)\n")
+        blocks_table(datas)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ that ``aot_torch_tensorrt_aten_backend`` calls.
 """
 
 import contextlib
+import functools
 import inspect
 import itertools
 import logging
@@ -203,7 +204,10 @@ def may_write_in_place(node: Node) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=256)
 def _parameters(function: Callable) -> Tuple[str, ...]:
+    # Cached: asked for every torch.nn.functional call of every graph (a few dozen functions), and a signature is
+    # rebuilt on each inspect.signature call.
     try:
         return tuple(inspect.signature(function).parameters)
     except (TypeError, ValueError):
@@ -243,8 +247,10 @@ def _written_operands(gm: GraphModule, node: Node) -> Optional[List[Any]]:
             else next((node.kwargs[name] for name in names if name in node.kwargs), None)
         )
         return [] if switch is False else None
-    # The first argument, or each tensor of it: torch._foreach_mul_(tensors, 0.9) writes a list.
-    return tree_flatten(list(node.args[:1]))[0]
+    # The first argument, or each tensor of it: torch._foreach_mul_(tensors, 0.9) writes a list. A node argument is
+    # a leaf as it is: not flattened (this runs for every writer of every graph, before anything else).
+    first = list(node.args[:1])
+    return first if not first or isinstance(first[0], Node) else tree_flatten(first)[0]
 
 
 def _recorded_value(node: Node) -> Any:
@@ -255,6 +261,9 @@ def _recorded_storages(value: Any) -> Optional[Set[StorageWeakRef]]:
     """Storages of the tensors in a recorded value; None when a tensor has none to tell (or there is no value)."""
     if value is None:
         return None
+    if isinstance(value, torch.Tensor):  # nearly every node's value: no flattening (runs for every graph input)
+        storage = _storage_of(value)
+        return None if storage is None else {storage}
     storages = set()
     for leaf in tree_flatten(value)[0]:
         if isinstance(leaf, torch.Tensor):

@@ -1069,19 +1069,23 @@ def test_a_call_module_batch_norm_is_run_on_fake_state_only():
     assert model.bn.num_batches_tracked.item() == 0 and torch.equal(model.bn.running_mean, torch.zeros(3))
 
 
+class ConvReluInPlace(nn.Module):
+    """In-place ops on the graph's own intermediates only (ResNet's ReLU(inplace=True)), and an eval BatchNorm."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        y = F.relu(self.bn(self.conv(x)), inplace=True)
+        y += 1
+        return F.dropout(y, 0.5, training=False).flatten(1)
+
+
 def test_graphs_whose_writes_cannot_reach_an_input_are_not_run_at_all(monkeypatch):
-    """The pre-filter: in-place ops on the graph's own intermediates (ResNet's ReLU(inplace=True)) need no fake run."""
+    """The pre-filter: in-place ops on the graph's own intermediates need no fake run."""
     from trt_compat.patches import keep_input_mutations
-
-    class ConvReluInPlace(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv = nn.Conv2d(3, 4, 3)
-
-        def forward(self, x):
-            y = F.relu(self.conv(x), inplace=True)
-            y += 1
-            return F.dropout(y, 0.5, training=False).flatten(1)
 
     monkeypatch.setattr(keep_input_mutations, "_run_on_fakes", pytest.fail)
     compiled_graph = object()
@@ -1098,6 +1102,46 @@ def test_the_pre_filter_lets_every_write_into_an_input_through():
         model = case.model()
         _, possible = capture(model, *case.arguments(0), inspect=lambda gm, inputs: may_write_an_input(gm))
         assert possible, name
+
+
+def test_the_pre_filter_reads_each_functions_signature_once(monkeypatch):
+    """``F.hardswish(x, True)`` says ``inplace`` positionally: the pre-filter reads the function's signature to know,
+    once per function, not once per node (MobileNetV3 has dozens of such nodes in every graph)."""
+    import inspect
+
+    from trt_compat.patches import keep_input_mutations
+
+    class HardswishChain(nn.Module):
+        def forward(self, x):
+            x = x * 2
+            for _ in range(3):
+                x = F.hardswish(x, True)
+            return x
+
+    gm, _ = capture(HardswishChain(), torch.randn(3), inspect=lambda gm, _: None)
+    keep_input_mutations._parameters.cache_clear()
+    read = []
+    signature = inspect.signature
+    monkeypatch.setattr(inspect, "signature", lambda function: read.append(function) or signature(function))
+    assert may_write_an_input(gm) is False
+    assert read == [F.hardswish]
+
+
+def test_the_pre_filter_flattens_no_value_that_is_one_tensor(monkeypatch):
+    """The pre-filter runs on every graph, over every graph input (from torch 2.5 each parameter is one) and every
+    node that may write: a value that is one tensor, or a written operand that is one node, is taken as it is. A
+    pytree flatten of each was a third of its cost in dryrun compiles (benchmarks/bench_patch_cost.py)."""
+    from trt_compat.patches import keep_input_mutations
+
+    flattened = []
+    flatten = keep_input_mutations.tree_flatten
+    monkeypatch.setattr(keep_input_mutations, "tree_flatten", lambda tree: flattened.append(tree) or flatten(tree))
+    _, possible = capture(
+        ConvReluInPlace().eval(), torch.randn(1, 3, 8, 8), inspect=lambda gm, _: may_write_an_input(gm)
+    )
+    assert (possible, flattened) == (False, [])
+    _, possible = capture(AddToInput(), torch.ones(3), inspect=lambda gm, _: may_write_an_input(gm))
+    assert (possible, flattened) == (True, [])
 
 
 def test_a_backend_running_the_rewritten_graph_on_the_callers_tensors_gets_the_original_graph():
