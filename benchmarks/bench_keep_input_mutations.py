@@ -1,6 +1,7 @@
 """Cost of keep_input_mutations: per call (the write-back), and at compile time (finding the writes).
 
-    .venvs/tt-2.14.0/bin/python -m benchmarks.bench_keep_input_mutations     # writes results/keep-input-mutations-2.14.0.json
+    # writes results/keep-input-mutations-2.14.0.json:
+    .venvs/tt-2.14.0/bin/python -m benchmarks.bench_keep_input_mutations
     .venvs/tt-2.14.0/bin/python -m benchmarks.bench_keep_input_mutations --cache-mib 4,64 --only kv_step
 
 Three benchmarks, on the CPU (one torch thread), with only this patch of trt_compat's enabled; per-call times are

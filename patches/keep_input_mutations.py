@@ -274,38 +274,41 @@ def _recorded_storages(value: Any) -> Optional[Set[StorageWeakRef]]:
     return storages
 
 
-def _input_storages(gm: GraphModule) -> Optional[Set[StorageWeakRef]]:
-    storages: Set[StorageWeakRef] = set()
-    for node in gm.graph.nodes:
-        if node.op in ("placeholder", "get_attr"):
-            recorded = _recorded_storages(_recorded_value(node))
-            if recorded is None:
-                return None
-            storages |= recorded
-    return storages
-
-
 def may_write_an_input(gm: GraphModule) -> bool:
     """Whether any node of ``gm`` may write into the memory of a graph input or ``get_attr`` tensor (conservatively).
 
-    Costs a look at each node and at the recorded values of the nodes that may write: no fake or real run.
+    Costs a look at each node and, for each node that may write, at the recorded values of the nodes its operand can
+    share memory with: no fake or real run.
     """
-    writers = [node for node in gm.graph.nodes if may_write_in_place(node)]
-    if not writers:
-        return False
-    inputs = _input_storages(gm)
-    if inputs is None:
-        return True
-    for writer in writers:
+    for writer in (node for node in gm.graph.nodes if may_write_in_place(node)):
         operands = _written_operands(gm, writer)
-        if operands is None:
+        if operands is None or any(_shares_an_input(operand) for operand in operands if isinstance(operand, Node)):
             return True
-        for operand in operands:
-            if not isinstance(operand, Node):
+    return False
+
+
+def _shares_an_input(node: Node) -> bool:
+    """Whether ``node``'s recorded value may share memory with a graph input or ``get_attr`` tensor.
+
+    Memory is shared only along the graph's edges (a view, an in-place op returning its operand), so only the nodes
+    whose recorded values share ``node``'s storage are followed back, not every input of the graph; a node without a
+    recorded value to tell counts as sharing.
+    """
+    storages = _recorded_storages(_recorded_value(node))
+    if storages is None:
+        return True
+    seen, frontier = set(), [node]
+    while frontier:
+        current = frontier.pop()
+        if current.op in ("placeholder", "get_attr"):
+            return True
+        for arg in current.all_input_nodes:
+            if arg in seen:
                 continue
-            storages = _recorded_storages(_recorded_value(operand))
-            if storages is None or storages & inputs:
-                return True
+            seen.add(arg)
+            recorded = _recorded_storages(_recorded_value(arg))
+            if recorded is None or recorded & storages:
+                frontier.append(arg)
     return False
 
 
