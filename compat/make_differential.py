@@ -874,11 +874,12 @@ def render(results: Dict[str, dict]) -> Tuple[str, List[Case]]:
         "`mark_dynamic` / `Dim` + `Input(min, opt, max)`): models compiled, then bit-exact / mismatched / failed over",
         "three calls. `reloaded` rows: the export path's program compiled with trt_compat, saved with",
         "`torch_tensorrt.save` and loaded in a fresh process without / with trt_compat (a failed save counts as failed",
-        "on both).",
+        "on both). `measured at`: the trt_compat commit each model was last measured at (a part measured again later",
+        "carries its own), with how many models.",
         "",
         "| release | torch | path | shapes | compiled | without trt_compat: bit-exact / mismatched / failed "
-        "| with trt_compat: bit-exact / mismatched / failed | not run | open defects | untriaged |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| with trt_compat: bit-exact / mismatched / failed | not run | open defects | untriaged | measured at |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for release, data in results.items():
         torch_version = data["versions"].get("torch", "?")
@@ -895,7 +896,7 @@ def render(results: Dict[str, dict]) -> Tuple[str, List[Case]]:
                 lines.append(
                     f"| {release} | {torch_version} | {path} | {shapes} | {run} | {' / '.join(map(str, without))} "
                     f"| {' / '.join(map(str, with_))} | {not_run(data, (path, shapes)) or ''} "
-                    f"| {opened} | {unexplained} |"
+                    f"| {opened} | {unexplained} | {_commits(data, (path, shapes))} |"
                 )
                 if path == "export":
                     reloaded, *r_without = counts(data, "reload_without", (path, shapes))
@@ -903,7 +904,7 @@ def render(results: Dict[str, dict]) -> Tuple[str, List[Case]]:
                     if reloaded:
                         lines.append(
                             f"| {release} | {torch_version} | export, reloaded | {shapes} | {reloaded} "
-                            f"| {' / '.join(map(str, r_without))} | {' / '.join(map(str, r_with))} | | | |"
+                            f"| {' / '.join(map(str, r_without))} | {' / '.join(map(str, r_with))} | | | | |"
                         )
     lines += [
         "",
@@ -926,6 +927,16 @@ def render(results: Dict[str, dict]) -> Tuple[str, List[Case]]:
     lines += ["", "## Every failure and mismatch", ""]
     lines += _case_table(cases) if cases else ["None."]
     return "\n".join(lines) + "\n", untriaged + still_open
+
+
+def _commits(data: dict, variant: Tuple[str, str]) -> str:
+    """Which commits the release's models of one path and shapes were measured at, newest count first."""
+    found: Dict[str, int] = {}
+    for record in data["models"].values():
+        if variant_of(record) == variant:
+            commit = str(record.get("commit", data.get("commit", "?")))[:7]
+            found[commit] = found.get(commit, 0) + 1
+    return ", ".join(f"{commit}: {count}" for commit, count in sorted(found.items(), key=lambda item: -item[1]))
 
 
 def _case_table(cases: List[Case]) -> List[str]:
