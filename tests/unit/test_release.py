@@ -85,6 +85,21 @@ def test_the_readmes_pinned_version_is_this_version():
     assert mentioned == {__version__}, f"the README pins {sorted(mentioned)}, this checkout is {__version__}"
 
 
+def test_the_commits_pinned_for_a_release_all_have_its_code(history):
+    """The README pins the newest commit whose subject starts 'Release X.Y.Z'; the matrix is measured at the first
+    (the one that sets the version) and recorded after it. Whatever is pinned must be the code that was measured."""
+    if history("rev-parse", "--is-shallow-repository").strip() == "true":
+        pytest.skip("a shallow clone has not got the release commits")
+    commits = history("log", "--reverse", "--format=%H", "--grep", f"^Release {__version__}").split()
+    assert commits, f"no commit on this branch has a subject starting 'Release {__version__}'"
+    code = ["trt_compat", "patches", "pyproject.toml", "setup.py"]
+    changed = history("diff", "--name-only", commits[0], commits[-1], "--", *code).split()
+    assert not changed, (
+        f"the commits pinned as release {__version__} ({commits[0][:12]} .. {commits[-1][:12]}) differ in {changed}: "
+        "code changed after the release commit is a new release"
+    )
+
+
 def test_the_readmes_pinning_commands_install_the_release(history, tmp_path):
     """The README's commands, with this machine's paths: find the release commit of this version, install it by a
     direct git reference, then build a wheel from it and install that hash-checked, each into a fresh venv."""
