@@ -8,6 +8,7 @@ Imported only where torch_tensorrt is installed (the integration suites).
 from __future__ import annotations
 
 import functools
+import os
 import re
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -93,10 +94,25 @@ def assert_as_stated(measured: Measured, in_memory: str, served: str) -> None:
         assert measured.serving_error is not None and re.search(served, measured.serving_error), measured
 
 
-def row(table: Dict[str, object], release_row, path: str) -> object:
+# TRT_COMPAT_RECORD_ROWS=1: a release without a row is measured and the row to add is the skip reason (pytest -rs).
+RECORDING = os.environ.get("TRT_COMPAT_RECORD_ROWS") == "1"
+
+
+def as_stated(measured: Measured) -> tuple:
+    """``measured`` as a row states it: (in memory, served), each KEPT or LOST, or the serving error."""
+    served = measured.serving_error or (LOST if measured.served else KEPT)
+    return (LOST if measured.in_memory else KEPT, served)
+
+
+def row(table: Dict[str, object], release_row, path: str, measured: object = None) -> object:
+    """The release's row of ``table``; without one, a failure asking for it (with ``TRT_COMPAT_RECORD_ROWS=1``, a
+    skip whose reason is ``measured``, what upstream did here, to be recorded)."""
     if release_row.line not in table:
+        if RECORDING:
+            pytest.skip(f"ROW {release_row.line} {os.path.basename(path)}: {measured!r}")
         pytest.fail(
-            f"add a row for {release_row.line} to UPSTREAM in {path}: run its 'without trt_compat' tests and record "
-            "what upstream does (in memory and served) for each model"
+            f"add a row for {release_row.line} to UPSTREAM in {path}: run its 'without trt_compat' tests with "
+            "TRT_COMPAT_RECORD_ROWS=1 (pytest -rs shows each row to record) and record what upstream does (in memory "
+            "and served) for each model"
         )
     return table[release_row.line]

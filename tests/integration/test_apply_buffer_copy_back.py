@@ -20,7 +20,7 @@ if _REASON:
 import torch  # noqa: E402
 from trt_compat.patches import apply_buffer_copy_back  # noqa: E402
 
-from tests.helpers.export_path import KEPT, LOST, assert_as_stated, measure, row  # noqa: E402
+from tests.helpers.export_path import KEPT, LOST, as_stated, assert_as_stated, measure, row  # noqa: E402
 from tests.helpers.stateful import CASES, Case  # noqa: E402
 from trt_compat.probing import Probe  # noqa: E402
 
@@ -59,7 +59,8 @@ def in_range(release):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_without_trt_compat(name, in_range, upstream, release_row, engines, constants_on_cpu):
-    assert_as_stated(measure(MODELS[name]), *row(UPSTREAM, release_row, __file__)[name])
+    measured = measure(MODELS[name])
+    assert_as_stated(measured, *row(UPSTREAM, release_row, __file__, {name: as_stated(measured)})[name])
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

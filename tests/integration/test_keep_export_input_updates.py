@@ -20,12 +20,13 @@ if _REASON:
 import torch  # noqa: E402
 from trt_compat.patches import keep_export_input_updates  # noqa: E402
 
-from tests.helpers.export_path import KEPT, LOST, assert_as_stated, measure, row  # noqa: E402
+from tests.helpers.export_path import KEPT, LOST, as_stated, assert_as_stated, measure, row  # noqa: E402
 from tests.helpers.stateful import CASES, Case  # noqa: E402
 from trt_compat.probing import Probe  # noqa: E402
 
 # What unpatched upstream does with the caller's update: (in memory, served).
 UPSTREAM = {
+    "2.3.0": (KEPT, KEPT),
     "2.4.0": (KEPT, KEPT),
     "2.5.0": (KEPT, KEPT),
     "2.12.1": (LOST, LOST),
@@ -50,7 +51,8 @@ EXP_IN_TORCH = {"torch_executed_ops": {"torch.ops.aten.exp.default"}}
 
 
 def test_without_trt_compat(upstream, release_row, engines, constants_on_cpu):
-    assert_as_stated(measure(CASES["input_update"]), *row(UPSTREAM, release_row, __file__))
+    measured = measure(CASES["input_update"])
+    assert_as_stated(measured, *row(UPSTREAM, release_row, __file__, as_stated(measured)))
 
 
 def test_with_trt_compat(shim, engines, constants_on_cpu):
