@@ -21,14 +21,13 @@ if _REASON:
 
 import torch_tensorrt.dynamo._compiler as compiler  # noqa: E402
 
-from tests.helpers.export_path import measure  # noqa: E402
+from tests.helpers.export_path import assert_kept, measure  # noqa: E402
 from tests.helpers.stateful import CASES  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_with_trt_compat_every_update_is_kept_in_memory_and_served(name, shim, engines, constants_on_cpu):
-    measured = measure(CASES[name])
-    assert measured.kept, measured
+def test_with_trt_compat_every_update_is_kept_in_memory_and_served(name, shim, engines, constants_on_cpu, release_row):
+    assert_kept(measure(CASES[name]), release_row.line, name)
 
 
 @pytest.fixture

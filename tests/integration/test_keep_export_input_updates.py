@@ -29,6 +29,12 @@ UPSTREAM = {
     "2.3.0": (KEPT, KEPT),
     "2.4.0": (KEPT, KEPT),
     "2.5.0": (KEPT, KEPT),
+    "2.6.0": (KEPT, KEPT),
+    "2.6.1": (KEPT, KEPT),
+    "2.7.0": (LOST, LOST),
+    "2.8.0": (LOST, LOST),
+    "2.9.0": (LOST, LOST),
+    "2.11.0": (LOST, LOST),
     "2.12.1": (LOST, LOST),
     "2.14.0": (LOST, LOST),
 }

@@ -23,7 +23,16 @@ if _REASON:
 
 from trt_compat.patches import keep_exported_buffer_updates  # noqa: E402
 
-from tests.helpers.export_path import KEPT, LOST, as_stated, assert_as_stated, measure, row  # noqa: E402
+from tests.helpers.export_path import (  # noqa: E402
+    DRYRUN_UNLOADABLE,
+    KEPT,
+    LOST,
+    as_stated,
+    assert_as_stated,
+    assert_kept,
+    measure,
+    row,
+)  # noqa: E402
 from tests.helpers.stateful import CASES  # noqa: E402
 from trt_compat.probing import Probe  # noqa: E402
 
@@ -47,6 +56,19 @@ UPSTREAM = {
     "2.4.0": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (KEPT, ALIASED_MUTATED), "kv_index_copy": (KEPT, KEPT)}),
     "2.5.0": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (KEPT, ALIASED_MUTATED), "kv_index_copy": (KEPT, KEPT)}),
     # remove_num_users_is_0_nodes erases both caches' copy_.
+    "2.6.0": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (KEPT, KEPT), "kv_index_copy": (KEPT, KEPT)}),
+    "2.6.1": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (KEPT, KEPT), "kv_index_copy": (KEPT, KEPT)}),
+    "2.7.0": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (LOST, LOST), "kv_index_copy": (LOST, LOST)}),
+    "2.8.0": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (LOST, LOST), "kv_index_copy": (LOST, LOST)}),
+    # The saved kv_slice program cannot be loaded on 2.9.0, with or without trt_compat (DRYRUN_UNLOADABLE).
+    "2.9.0": Upstream(
+        {
+            **FOLDS_THE_COUNTER,
+            "kv_slice": (LOST, DRYRUN_UNLOADABLE[("2.9.0", "kv_slice")]),
+            "kv_index_copy": (LOST, LOST),
+        }
+    ),
+    "2.11.0": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (LOST, LOST), "kv_index_copy": (LOST, LOST)}),
     "2.12.1": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (LOST, LOST), "kv_index_copy": (LOST, LOST)}),
 }
 
@@ -69,9 +91,8 @@ def test_without_trt_compat(name, in_range, upstream, release_row, engines, cons
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_with_trt_compat(name, in_range, shim, engines, constants_on_cpu):
-    measured = measure(CASES[name])
-    assert measured.kept, measured
+def test_with_trt_compat(name, in_range, shim, engines, constants_on_cpu, release_row):
+    assert_kept(measure(CASES[name]), release_row.line, name)
 
 
 def test_the_buffer_is_an_engine_input_and_written_at_the_top_level(in_range, shim, engines, constants_on_cpu):

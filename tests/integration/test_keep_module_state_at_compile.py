@@ -38,6 +38,12 @@ COUNTED_AT_COMPILE = {
     "2.3.0": True,
     "2.4.0": True,
     "2.5.0": True,
+    "2.6.0": True,
+    "2.6.1": True,
+    "2.7.0": True,
+    "2.8.0": True,
+    "2.9.0": True,
+    "2.11.0": True,
     "2.14.0": None,
 }
 

@@ -31,6 +31,12 @@ UPSTREAM = {
     "2.3.0": None,
     "2.4.0": None,
     "2.5.0": None,
+    "2.6.0": None,
+    "2.6.1": None,
+    "2.7.0": None,
+    "2.8.0": None,
+    "2.9.0": None,
+    "2.11.0": None,
     "2.12.1": None,
     "2.14.0": ERASE_FAILS,
 }
