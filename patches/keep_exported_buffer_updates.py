@@ -265,8 +265,9 @@ PATCH = Patch(
         "Up to 2.13.x dynamo.compile treats every buffer of the exported program as a constant: constant_fold "
         "freezes what an updated buffer computes (a step counter's count + 1) and erases its copy_, an engine bakes "
         "any buffer it reads as a weight, and from 2.7.0 remove_num_users_is_0_nodes erases the remaining buffer "
-        "writes (KV-cache writes). Counters and caches never change; wrong numbers from the second call, no error "
-        "(measured on 2.3.0, 2.4.0, 2.5.0 and 2.12.1). 2.14.0 lifts updated buffers to engine inputs itself. "
+        "writes (KV-cache writes). A step counter never changes on any of them, and from 2.7.0 neither does a KV "
+        "cache (on 2.3.0-2.6.x its writes survive in memory); wrong numbers from the second call, no error "
+        "(measured on every release from 2.3.0 to 2.13.0). 2.14.0 lifts updated buffers to engine inputs itself. "
         "2.2.0 is not covered: its dynamo.compile has no post_lowering step to put the buffers before, and no dryrun "
         "to prove a fix with here."
     ),

@@ -2,14 +2,15 @@
 
 Not reported upstream yet. The ``torch.compile`` backend traces the Dynamo graph with ``aot_export_joint_simple``
 inside the graph's fake mode with ``allow_non_fake_inputs=True``. A module Dynamo keeps as a ``call_module`` node
-(torch 2.2-2.4 do so for every built-in ``torch.nn`` module; torch 2.5 when ``torch._dynamo.config.
+(torch 2.2-2.4 do so for every built-in ``torch.nn`` module; torch 2.5-2.11 when ``torch._dynamo.config.
 inline_inbuilt_nn_modules`` is False) runs its Python ``forward`` during that trace on its *real* parameters and
 buffers, and an in-place op whose operands are all real runs for real under such a fake mode: ``BatchNorm``'s
 ``self.num_batches_tracked.add_(1)`` in training mode counts one batch at every compile. The trace then fails on the
 running-mean update (functionalization refuses a real tensor written with a fake one), the backend runs the graph
 in PyTorch, and that run counts the call's batch again. Measured with ``options={"dryrun": True}`` on the CPU
-(``BatchNorm1d`` in training mode, one call): eager 1, upstream 2 on 2.4.0 and on 2.5.0 with the flag; after four
-recompiles 4 against 8. Whatever else reads the counter (momentum-free running averages, ``momentum=None``) is off
+(``BatchNorm1d`` in training mode, one call): eager 1, upstream 2 on 2.3.0 and 2.4.0, and with the flag on 2.5.0 to
+2.11.0 (not on 2.12.0 and newer, whose Dynamo inlines the module whatever the flag says); after four recompiles 4
+against 8. Whatever else reads the counter (momentum-free running averages, ``momentum=None``) is off
 too. No error.
 
 Reproducer for an upstream report (2.4.0)::
@@ -167,8 +168,9 @@ def demonstrate(say: Callable[[str], None]) -> list:
 
     say(
         "upstream: the torch.compile backend traces in a fake mode that accepts real tensors; a module kept as a "
-        "call_module node (torch 2.2-2.4; 2.5 with inline_inbuilt_nn_modules=False) runs on its real buffers during "
-        "that trace, so a training-mode BatchNorm counts one extra batch at every compile (wrong state, no error)."
+        "call_module node (torch 2.2-2.4; 2.5-2.11 with inline_inbuilt_nn_modules=False) runs on its real buffers "
+        "during that trace, so a training-mode BatchNorm counts one extra batch at every compile (wrong state, no "
+        "error)."
     )
     x = torch.randn(8, 3, generator=torch.Generator().manual_seed(0))
     eager = BatchNormTraining().train()
@@ -203,7 +205,7 @@ PATCH = Patch(
     fixed_in=None,
     why=(
         "The torch.compile backend traces with aot_export_joint_simple in a fake mode that accepts real tensors; a "
-        "module Dynamo keeps as a call_module node (torch 2.2-2.4 always, torch 2.5 with "
+        "module Dynamo keeps as a call_module node (torch 2.2-2.4 always, torch 2.5-2.11 with "
         "inline_inbuilt_nn_modules=False) runs on its real buffers during that trace, so a training-mode "
         "BatchNorm counts one extra batch (num_batches_tracked) at every compile. Wrong state, no error."
     ),

@@ -34,8 +34,11 @@ UPSTREAM = {
     "2.7.0": (LOST, LOST),
     "2.8.0": (LOST, LOST),
     "2.9.0": (LOST, LOST),
+    "2.10.0": (LOST, LOST),
     "2.11.0": (LOST, LOST),
+    "2.12.0": (LOST, LOST),
     "2.12.1": (LOST, LOST),
+    "2.13.0": (LOST, LOST),
     "2.14.0": (LOST, LOST),
 }
 

@@ -68,8 +68,11 @@ UPSTREAM = {
             "kv_index_copy": (LOST, LOST),
         }
     ),
+    "2.10.0": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (LOST, LOST), "kv_index_copy": (LOST, LOST)}),
     "2.11.0": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (LOST, LOST), "kv_index_copy": (LOST, LOST)}),
+    "2.12.0": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (LOST, LOST), "kv_index_copy": (LOST, LOST)}),
     "2.12.1": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (LOST, LOST), "kv_index_copy": (LOST, LOST)}),
+    "2.13.0": Upstream({**FOLDS_THE_COUNTER, "kv_slice": (LOST, LOST), "kv_index_copy": (LOST, LOST)}),
 }
 
 # The patch's range, stated independently of it (checked against the report by test_defects' activation tests).

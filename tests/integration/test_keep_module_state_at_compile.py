@@ -43,7 +43,11 @@ COUNTED_AT_COMPILE = {
     "2.7.0": True,
     "2.8.0": True,
     "2.9.0": True,
+    "2.10.0": True,
     "2.11.0": True,
+    "2.12.0": None,
+    "2.12.1": None,
+    "2.13.0": None,
     "2.14.0": None,
 }
 

@@ -36,8 +36,11 @@ UPSTREAM = {
     "2.7.0": None,
     "2.8.0": None,
     "2.9.0": None,
+    "2.10.0": None,
     "2.11.0": None,
+    "2.12.0": None,
     "2.12.1": None,
+    "2.13.0": None,
     "2.14.0": ERASE_FAILS,
 }
 
