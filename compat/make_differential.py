@@ -875,7 +875,7 @@ def render(results: Dict[str, dict]) -> Tuple[str, List[Case]]:
         "three calls. `reloaded` rows: the export path's program compiled with trt_compat, saved with",
         "`torch_tensorrt.save` and loaded in a fresh process without / with trt_compat (a failed save counts as failed",
         "on both). `measured at`: the trt_compat commit each model was last measured at (a part measured again later",
-        "carries its own), with how many models.",
+        "carries its own; `not recorded`: measured before records kept their commit), with how many models.",
         "",
         "| release | torch | path | shapes | compiled | without trt_compat: bit-exact / mismatched / failed "
         "| with trt_compat: bit-exact / mismatched / failed | not run | open defects | untriaged | measured at |",
@@ -930,11 +930,17 @@ def render(results: Dict[str, dict]) -> Tuple[str, List[Case]]:
 
 
 def _commits(data: dict, variant: Tuple[str, str]) -> str:
-    """Which commits the release's models of one path and shapes were measured at, newest count first."""
+    """Which commits the release's models of one path and shapes were measured at, most models first. A file written
+    before records kept their own commit was measured at the file's; in a file measured again since, such a record
+    says "not recorded" (the file's commit is then that of its latest part)."""
     found: Dict[str, int] = {}
+    whole_file = not any("commit" in record for record in data["models"].values())
     for record in data["models"].values():
         if variant_of(record) == variant:
-            commit = str(record.get("commit", data.get("commit", "?")))[:7]
+            if "commit" in record:
+                commit = str(record["commit"])[:7]
+            else:
+                commit = str(data.get("commit", "?"))[:7] if whole_file else "not recorded"
             found[commit] = found.get(commit, 0) + 1
     return ", ".join(f"{commit}: {count}" for commit, count in sorted(found.items(), key=lambda item: -item[1]))
 
