@@ -146,15 +146,3 @@ def wrap_called_by_compile(ctx: PatchContext, name: str, wrapper: Callable) -> N
     if not calls_global(ctx.require_attr(compiler, "compile", callable), compiler, name):
         raise TargetChanged(f"{COMPILER}.compile no longer calls the module's {name}")
     ctx.wrap_function(compiler, name, wrapper)
-
-
-class StepCounter(torch.nn.Module):
-    """``self.count.add_(1); return x * self.count``: the reproducers' model of an updated buffer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("count", torch.zeros(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.count.add_(1)
-        return x * self.count

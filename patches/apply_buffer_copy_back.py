@@ -43,7 +43,8 @@ from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch.fx import GraphModule
-from trt_compat.patches._buffer_updates import COMPILER, StepCounter, resolve, wrap_called_by_compile, write_back
+from trt_compat.patches._buffer_updates import COMPILER, resolve, wrap_called_by_compile, write_back
+from trt_compat.patches.keep_input_mutations import StepCounter
 
 from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext
 

@@ -69,7 +69,6 @@ from torch.fx.graph import CodeGen
 from trt_compat.patches._buffer_updates import (
     COMPILER,
     BufferUpdateError,
-    StepCounter,
     buffer_writes,
     check_one_write_per_buffer,
     read_written_values,
@@ -78,6 +77,7 @@ from trt_compat.patches._buffer_updates import (
     wrap_called_by_compile,
     write_back,
 )
+from trt_compat.patches.keep_input_mutations import StepCounter
 
 from trt_compat.patching import Defect, NotApplicable, Patch, PatchContext, TargetChanged
 

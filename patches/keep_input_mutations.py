@@ -1229,6 +1229,8 @@ class AddToInput(torch.nn.Module):
 
 
 class StepCounter(torch.nn.Module):
+    """``self.count.add_(1); return x * self.count``: the reproducers' model of an updated buffer."""
+
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("count", torch.zeros(()))

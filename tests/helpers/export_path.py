@@ -18,7 +18,7 @@ import torch
 import torch_tensorrt.dynamo._compiler as compiler
 
 from tests.helpers.engine_standin import build_like_engines
-from tests.helpers.stateful import CALLS, Case, compare_served, differences, eager_calls, state_of
+from tests.helpers.stateful import CALLS, Case, compare_served, differences, eager_calls, state_differences, state_of
 from trt_compat.probing import Probe, ServingError
 
 
@@ -66,13 +66,7 @@ def measure(case: Case, **options) -> Measured:
         if call:
             with torch.no_grad():
                 found += differences(compiled(*arguments[call]), expected[call][0], f"call {call} output")
-        state = state_of(compiled.module, arguments[call])
-        for key, value in expected[call][1].items():
-            found += (
-                differences(state[key], value, f"call {call} {key}")
-                if key in state
-                else [f"call {call} {key}: missing"]
-            )
+        found += state_differences(state_of(compiled.module, arguments[call]), expected[call][1], call)
     try:
         served = compare_served(case, probe.serve(compiled, [case.arguments(call) for call in range(CALLS)]))
     except ServingError as exc:

@@ -150,12 +150,7 @@ def compare_calls(
         for call, (expected, expected_state) in enumerate(eager_calls(case, calls)):
             arguments = case.arguments(call)
             found += differences(module(*arguments), expected, f"call {call} output")
-            actual_state = state(module, arguments)
-            for key, value in expected_state.items():
-                if key not in actual_state:
-                    found.append(f"call {call} {key}: missing")
-                else:
-                    found += differences(actual_state[key], value, f"call {call} {key}")
+            found += state_differences(state(module, arguments), expected_state, call)
     return found
 
 
@@ -166,9 +161,16 @@ def compare_served(case: Case, served: Any, calls: int = CALLS) -> List[str]:
         found += differences(served.outputs[call], expected, f"call {call} output")
         actual_state = {f"argument {i}": a for i, a in enumerate(served.arguments[call]) if isinstance(a, torch.Tensor)}
         actual_state.update((f"buffer {name.rsplit('.', 1)[-1]}", b) for name, b in served.buffers[call].items())
-        for key, value in expected_state.items():
-            if key not in actual_state:
-                found.append(f"call {call} {key}: missing")
-            else:
-                found += differences(actual_state[key], value, f"call {call} {key}")
+        found += state_differences(actual_state, expected_state, call)
+    return found
+
+
+def state_differences(actual: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor], call: int) -> List[str]:
+    """What differs between the state after call ``call`` and eager mode's (a tensor eager has and this lacks too)."""
+    found = []
+    for key, value in expected.items():
+        if key not in actual:
+            found.append(f"call {call} {key}: missing")
+        else:
+            found += differences(actual[key], value, f"call {call} {key}")
     return found
