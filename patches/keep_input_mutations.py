@@ -6,8 +6,8 @@ clone (``aot_export_joint_simple``, which the backend traces with, does not supp
 in-place op on an input then writes into the clone, functionalisation turns it into an out-of-place op, and
 the caller's tensor is never written. From torch 2.5 Dynamo passes a module's buffers as graph inputs too, so
 they are cloned as well. Measured with ``options={"dryrun": True}`` on the CPU, compared with eager after each
-of three calls, on 2.3.0, 2.4.0, 2.5.0, 2.6.0, 2.6.1, 2.7.0, 2.8.0, 2.9.0, 2.11.0, 2.12.0, 2.12.1, 2.13.0 and 2.14.0
-(2.2.0, which has no dryrun, up to partitioning; 2.10.0's dryrun cannot finish a graph with a single output):
+of three calls, on every release from 2.3.0 to 2.14.0 (2.2.0, which has no dryrun, up to partitioning; 2.10.0's
+dryrun with a no-op for the engine method it calls on blocks that are still PyTorch graphs):
 
 * ``x.add_(1); return x * 2`` (and ``copy_``, slice assignment, writes through a view or a transpose,
   ``relu(x, inplace=True)``, ``out=x``): the caller's ``x`` is never updated, and outputs after the first call
@@ -26,8 +26,9 @@ input is handed to upstream untouched, decided from the graph alone: a node that
 (:func:`may_write_in_place`) must write into a tensor whose value Dynamo recorded (``meta['example_value']``) as
 sharing storage with an input or ``get_attr`` tensor, or whose written operand cannot be told. Only then is the
 graph run once on fresh fake tensors, watching which ATen ops write into the inputs' storage, as their schemas
-declare (so writes through views, ``out=`` and ``batch_norm``'s running statistics count); nodes that neither
-write nor share an input's storage are not run (a fresh fake tensor shaped like their recorded value stands in).
+declare (so writes through views, ``out=`` and ``batch_norm``'s running statistics count); only the writers
+run, with the views of an input they write through and the views the graph returns (a fresh fake tensor shaped
+like its recorded value stands in for anything else they need).
 Nothing real is touched: a module kept as a ``call_module`` node (torch 2.2-2.4) runs on fake copies of its
 parameters and buffers.
 
@@ -382,7 +383,9 @@ class _FakeRun(torch.fx.Interpreter):
     """
 
     def __init__(self, gm: GraphModule, plan: Optional["_RunPlan"] = None):
-        super().__init__(gm)
+        # Values (fake tensors, nothing allocated) are kept to the end of the run, which spares the interpreter a walk
+        # of the whole graph for each value's last use: 0.4 ms of a 200-node graph on torch 2.5.
+        super().__init__(gm, garbage_collect_values=False)
         self.recorder = _WriteRecorder()
         self.plan = plan
         self.fakes: Dict[Node, torch.Tensor] = {}  # watched placeholder or first get_attr -> its fake tensor
@@ -494,10 +497,12 @@ class _RunPlan:
 
 def _plan_fake_run(gm: GraphModule) -> Optional[_RunPlan]:
     """Only what can tell a write into an input needs running, judged from the values Dynamo recorded: the inputs a
-    node that may write in place may write (all of them where a writer's operands cannot be told), the nodes sharing
-    their storage, those writers, and whatever these need that has no recorded value. What they need that has one is
-    stood in for by a fresh fake tensor shaped like it; everything else is skipped. None (run everything, watch every
-    input) when the recorded values cannot tell."""
+    node that may write in place may write (all of them where a writer's operands cannot be told), those writers,
+    the nodes sharing that storage which a writer needs (the views it writes through) or the graph returns (outputs
+    that are views of an input), and whatever these need that has no recorded value. What they need that has one is
+    stood in for by a fresh fake tensor shaped like it; everything else is skipped, reads of the inputs included (the
+    attention's reads of a KV cache): a node that cannot write leads to no write unless a writer uses it. None (run
+    everything, watch every input) when the recorded values cannot tell."""
     inputs = [node for node in gm.graph.nodes if node.op in ("placeholder", "get_attr")]
     storages = {node: _recorded_storages(_recorded_value(node)) for node in inputs}
     if any(found is None for found in storages.values()):
@@ -514,22 +519,33 @@ def _plan_fake_run(gm: GraphModule) -> Optional[_RunPlan]:
                 written = _recorded_storages(_recorded_value(operand))
                 candidates |= set().union(*storages.values()) if written is None else written
     watched = {node for node in inputs if storages[node] & candidates}
-    relevant = watched | set(writers)
-    for node in gm.graph.nodes:
-        if node.op not in ("placeholder", "get_attr") and node not in relevant:
-            recorded = _recorded_storages(_recorded_value(node))
-            if recorded is None or recorded & candidates:
-                relevant.add(node)
+    writing = set(writers)
+    returned = set(_output_node(gm).all_input_nodes)
     run, stand_in, needed = set(), set(), set()
+    # From the last node back, so that a node's users have been decided before it is.
     for node in reversed(gm.graph.nodes):
-        if node in relevant or (node in needed and _recorded_value(node) is None):
+        if node.op in ("placeholder", "get_attr", "output"):
+            if node in needed and node not in watched:
+                stand_in.add(node)
+            continue
+        if (
+            node in writing
+            or (node in needed and _recorded_value(node) is None)
+            or ((node in needed or node in returned) and _may_share(node, candidates))
+        ):
             run.add(node)
             needed.update(node.all_input_nodes)
         elif node in needed:
             stand_in.add(node)
-    # Placeholders always run: they hand out the arguments in order (None for those nothing needs).
-    run.update(node for node in inputs if node.op == "placeholder")
+    # Placeholders always run: they hand out the arguments in order (None for those nothing needs). Watched
+    # attributes too, so that each is watched under its first reader.
+    run.update(node for node in inputs if node.op == "placeholder" or node in watched)
     return _RunPlan(frozenset(watched), frozenset(run), frozenset(stand_in))
+
+
+def _may_share(node: Node, storages: Set[StorageWeakRef]) -> bool:
+    recorded = _recorded_storages(_recorded_value(node))
+    return recorded is None or bool(recorded & storages)
 
 
 def _run_on_fakes(gm: GraphModule, sample_inputs: Sequence[Any]) -> _FakeRun:
@@ -785,15 +801,17 @@ class Replay:
     grad_enabled: Dict[Node, bool]
     writers: FrozenSet[Node]
 
-    def program(self, check_only: bool) -> GraphModule:
+    def program(self) -> GraphModule:
         """``(arguments, attributes, returned) -> the replayed nodes' values``, in graph order, under each node's grad
-        mode; with ``check_only`` every write reads the region it would write instead, and writes nothing."""
+        mode. Every write is first checked on its own, by reading the region it would write, so that a bad index
+        raises before anything is written; then the nodes run again, writing. One module for both: its code is
+        generated once per compile."""
         graph = torch.fx.Graph()
         sources = [graph.placeholder(name) for name in ("arguments", "attributes", "returned")]
-        copies: Dict[Node, Node] = {}
+        read: Dict[Node, Node] = {}
 
         def source(node: Node) -> Node:
-            if node not in copies:
+            if node not in read:
                 where, index = (
                     (2, self.returned.index(node))
                     if node in self.returned
@@ -801,19 +819,26 @@ class Replay:
                     if node in self.positions
                     else (1, self.attributes[node])
                 )
-                copies[node] = graph.call_function(operator.getitem, (sources[where], index))
-            return copies[node]
+                read[node] = graph.call_function(operator.getitem, (sources[where], index))
+            return read[node]
+
+        def value(copies: Dict[Node, Node], node: Node) -> Node:
+            return copies.get(node) or source(node)
 
         grad = torch.is_grad_enabled()
-        for node in self.nodes:
-            if self.grad_enabled[node] != grad:
-                grad = self.grad_enabled[node]
-                graph.call_function(torch._C._set_grad_enabled, (grad,))
-            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), lambda n: copies.get(n) or source(n))
-            if check_only and node in self.writers:
-                copies[node] = graph.call_function(_checked, (_validation_key(node), *args), kwargs)
-            else:
-                copies[node] = graph.create_node(node.op, node.target, args, kwargs, name=node.name)
+        for check_only in (True, False):
+            copies: Dict[Node, Node] = {}
+            for node in self.nodes:
+                if self.grad_enabled[node] != grad:
+                    grad = self.grad_enabled[node]
+                    graph.call_function(torch._C._set_grad_enabled, (grad,))
+                args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), functools.partial(value, copies))
+                if check_only and node in self.writers:
+                    copies[node] = graph.call_function(_checked, (_validation_key(node), *args), kwargs)
+                else:
+                    copies[node] = graph.create_node(
+                        node.op, node.target, args, kwargs, name=node.name if not check_only else None
+                    )
         if grad != torch.is_grad_enabled():
             graph.call_function(torch._C._set_grad_enabled, (torch.is_grad_enabled(),))
         graph.output(tuple(copies[node] for node in self.nodes))
@@ -1040,8 +1065,7 @@ def return_updated_inputs(
     # drops what no output needs.
     graph.output(type(results)(itertools.chain(kept, extra)))
     _drop_detach(graph)
-    graph.lint()
-    rewritten = GraphModule(gm, graph)
+    rewritten = _graph_module_like(gm, graph)
     rewritten.meta = dict(getattr(gm, "meta", {}))
     placeholders = [node.name for node in graph.nodes if node.op == "placeholder"]
     rewritten.meta[WRITES_KEPT_OUTSIDE] = frozenset(
@@ -1058,6 +1082,20 @@ def return_updated_inputs(
         compile=bool(kept or extra),
     )
     return rewritten, plan_
+
+
+def _graph_module_like(gm: GraphModule, graph: torch.fx.Graph) -> GraphModule:
+    """A module of ``graph`` with ``gm``'s attributes, of the kind Dynamo handed over: lazy when ``gm`` is lazy.
+
+    A lazy module generates its Python code when first called, not when built. Upstream's backend edits the graph
+    it gets (its clones) and regenerates the code before tracing, so code generated here would be thrown away: on
+    the Llama decoding step that is a third of this patch's work (torch 2.14, measured with ``bench_patch_cost``).
+    """
+    try:
+        from torch.fx._lazy_graph_module import _LazyGraphModule
+    except ImportError:  # torch 2.2 builds every module eagerly
+        return GraphModule(gm, graph)
+    return (_LazyGraphModule if isinstance(gm, _LazyGraphModule) else GraphModule)(gm, graph)
 
 
 def _drop_detach(graph: torch.fx.Graph) -> None:
@@ -1081,16 +1119,14 @@ def write_back(compiled: Optional[Callable], plan: WriteBack, dropped: Tuple[int
     copied back whole), and return the original graph's outputs."""
     attributes, replay, start = plan.attributes, plan.replay, plan.returned_from
     if replay is not None:
-        check, write = replay.program(check_only=True), replay.program(check_only=False)
+        replay_writes = replay.program()
         replayed_index = {node: index for index, node in enumerate(replay.nodes)}
 
     def run_and_write_back(*args: Any) -> Any:
         passed = [value for position, value in enumerate(args) if position not in dropped] if dropped else args
         outputs = compiled(*passed, *attributes) if plan.compile else ()
         if replay is not None:
-            returned = tuple(outputs[start:])
-            check(args, attributes, returned)  # raises before the first write for a bad index
-            replayed = write(args, attributes, returned)
+            replayed = replay_writes(args, attributes, tuple(outputs[start:]))
             return [
                 outputs[index] if kind == "compiled" else replayed[replayed_index[index]]
                 for kind, index in plan.outputs

@@ -43,16 +43,10 @@ class Upstream:
     boundary_error: Optional[str]
     dryrun_ceil_pool_error: Optional[str]  # regex of the error a dryrun compile dies of; None: compiles
     dryrun_indices_ok: bool  # the pool-indices + views model dryrun-compiles (True where dryrun is absent)
-    # regex of an upstream dryrun failure that has nothing to do with trt_compat's defects: the "with
-    # trt_compat" dryrun tests then expect exactly that failure (xfail) instead of a compiled module
-    dryrun_unusable: Optional[str] = None
 
 
 TUPLE_VAL_ERROR = r"meta val for input node max_pool2d_default is of type : <class 'tuple'>"
 MISSING_META_ERROR = r"Input max_pool2d_default does not contain metadata"
-# 2.10.0: with dryrun the blocks stay GraphModules, and compile_module then calls a TensorRT-module
-# method on the block that produces the graph's output.
-UNOWNED_OUTPUT_ERROR = r"'GraphModule' object has no attribute 'set_output_tensors_as_unowned'"
 
 UPSTREAM = {
     "2.2.0": Upstream(  # view_to_reshape leaves all three reshapes without meta['val']; no dryrun
@@ -136,15 +130,14 @@ UPSTREAM = {
         dryrun_ceil_pool_error=None,
         dryrun_indices_ok=True,
     ),
-    "2.10.0": Upstream(  # dryrun itself breaks when a TensorRT block feeds the graph output
+    "2.10.0": Upstream(
         view_pass=False,
         view_mismatches=0,
         pool_meta_after_lowering="tensor",
         registered_stale_pass_survives=False,
         boundary_error=None,
-        dryrun_ceil_pool_error=UNOWNED_OUTPUT_ERROR,
-        dryrun_indices_ok=False,
-        dryrun_unusable=UNOWNED_OUTPUT_ERROR,
+        dryrun_ceil_pool_error=None,
+        dryrun_indices_ok=True,
     ),
     "2.11.0": Upstream(
         view_pass=False,

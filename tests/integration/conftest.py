@@ -128,9 +128,19 @@ def dryrun_on_cpu(monkeypatch, release_row):
     target device (`get_torch_inputs(inputs, cuda:0)`), which fails here with "Found no NVIDIA
     driver" -- and _pretraced_backend then silently falls back to eager, hiding everything the test
     is about. Only the device of those sample tensors is changed, through the name _compiler looks up.
+
+    2.10.0's compile_module tells each block that computes a graph output not to own its output tensors
+    (`set_output_tensors_as_unowned`, a method of the TensorRT engine module); in dryrun no engine is built and the
+    block is still a GraphModule, so the compile dies with an AttributeError. GraphModule gets that method as a
+    no-op here, as trt_compat.probing.Probe does for its compiles (nothing else calls it).
     """
     if release_row.dryrun == "absent":
         pytest.skip(f"torch-tensorrt {release_row.line} has no dryrun option")
+    import torch
+
+    monkeypatch.setattr(
+        torch.fx.GraphModule, "set_output_tensors_as_unowned", lambda module, enabled: None, raising=False
+    )
     if release_row.dryrun == "cpu_block_inputs":
         import torch_tensorrt.dynamo._compiler as compiler
 

@@ -179,18 +179,9 @@ def test_dryrun_ceil_pool_without_trt_compat(upstream, expect, dryrun_on_cpu, fr
     assert re.search(expect.dryrun_ceil_pool_error, f"{type(inner).__name__}: {inner}"), repr(inner)
 
 
-def dryrun_with_trt_compat(model, x, monkeypatch, expect):
-    """dryrun_compile, or on a release whose dryrun upstream cannot finish at all, that failure and an xfail."""
-    if expect.dryrun_unusable is None:
-        return dryrun_compile(model, x, monkeypatch)
-    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match=expect.dryrun_unusable):
-        dryrun_compile(model, x, monkeypatch)
-    pytest.xfail(f"upstream dryrun fails on this release with or without trt_compat: {expect.dryrun_unusable}")
-
-
-def test_dryrun_ceil_pool_with_trt_compat(shim, expect, dryrun_on_cpu, fresh_dynamo, monkeypatch):
+def test_dryrun_ceil_pool_with_trt_compat(shim, dryrun_on_cpu, fresh_dynamo, monkeypatch):
     model, x = make_model(ConvCeilPool), image_input()
-    out, partitioned = dryrun_with_trt_compat(model, x, monkeypatch, expect)
+    out, partitioned = dryrun_compile(model, x, monkeypatch)
     assert acc_blocks(partitioned)
     torch.testing.assert_close(out, model(x))
 
@@ -206,9 +197,9 @@ def test_dryrun_pool_indices_without_trt_compat(upstream, expect, dryrun_on_cpu,
     torch.testing.assert_close(out, model(x))
 
 
-def test_dryrun_pool_indices_with_trt_compat(shim, expect, dryrun_on_cpu, fresh_dynamo, monkeypatch):
+def test_dryrun_pool_indices_with_trt_compat(shim, dryrun_on_cpu, fresh_dynamo, monkeypatch):
     model, x = make_model(PoolIndicesViews), image_input()
-    out, partitioned = dryrun_with_trt_compat(model, x, monkeypatch, expect)
+    out, partitioned = dryrun_compile(model, x, monkeypatch)
     assert acc_blocks(partitioned)
     torch.testing.assert_close(out, model(x))
 

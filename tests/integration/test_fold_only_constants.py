@@ -50,8 +50,6 @@ class Fails:
 # 2.3-2.9: a captured scalar (aten._local_scalar_dense) becomes an input of a TensorRT block, which
 # construct_submodule_inputs rejects.
 SYMFLOAT_INPUT = r"ValueError: The meta val for input node _local_scalar_dense is of type : <class 'torch\.SymFloat'>"
-# 2.10: dryrun itself breaks when a TensorRT block feeds the graph output (see test_defects.py).
-UNOWNED_OUTPUT = r"AttributeError: 'GraphModule' object has no attribute 'set_output_tensors_as_unowned'"
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ UPSTREAM = {
     "2.7.0": unaffected(SCALARS_REJECTED),  # predicted
     "2.8.0": unaffected(SCALARS_REJECTED),  # predicted
     "2.9.0": unaffected(SCALARS_REJECTED),  # predicted
-    "2.10.0": unaffected({name: Fails(UNOWNED_OUTPUT) for name in MODEL_NAMES}),  # predicted
+    "2.10.0": unaffected(ALL_EQUAL),
     "2.11.0": unaffected(ALL_EQUAL),  # predicted: no folding; .item() reaches AOT tracing, as with trt_compat
     "2.12.0": AFFECTED,  # predicted: the same fold pass and backend as 2.12.1 (source identical)
     "2.12.1": AFFECTED,

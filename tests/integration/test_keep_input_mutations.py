@@ -3,9 +3,9 @@
 ``torch.compile(..., backend="torch_tensorrt")`` in dryrun (the accelerated blocks run in PyTorch on the CPU), three
 calls per model, each compared with eager mode bit for bit: the outputs, the caller's tensors and the module's
 buffers (2.2.0 has no dryrun: there the partitioned graph is replaced by the lowered one, see backend_runs_here).
-Without trt_compat every release loses the updates, or fails to trace them (buffers on 2.2-2.4; every graph on
-2.10.0, whose dryrun is broken); with it they are kept. The export path (``torch_tensorrt.dynamo.compile``) and the
-AOT Autograd option are measured too, as upstream behaviour; the export path's fixes are other patches'
+Without trt_compat every release loses the updates, or fails to trace them (buffers on 2.2-2.4); with it they are
+kept. The export path (``torch_tensorrt.dynamo.compile``) and the AOT Autograd option are measured too, as upstream
+behaviour; the export path's fixes are other patches'
 (tests/integration/test_export_path.py), so with trt_compat its updates are kept as well.
 
 What upstream does differs per release and is stated in UPSTREAM below, so that a new wheel that changes it makes a
@@ -205,7 +205,6 @@ GET_ATTR_UPDATE_FAILS = (
     r"^AssertionError: (n=copy_|$)|mutating a non-functional tensor with a functional tensor"
     r"|expected to have an entirely functional graph"
 )
-UNOWNED_OUTPUT = r"'GraphModule' object has no attribute 'set_output_tensors_as_unowned'"
 
 
 @dataclass(frozen=True)
@@ -221,10 +220,6 @@ class Upstream:
     # The option that traces through AOT Autograd (2.6+): "keeps" (the updates), a regex of the error it dies of,
     # or None where there is no such option.
     aot_autograd: Optional[str] = "keeps"
-    export_fails: Optional[str] = None  # regex of the error every export-path compile dies of
-    # regex of a dryrun failure unrelated to updates: what a graph that updates nothing dies of, with or without
-    # trt_compat (a graph that updates something returns several outputs, which this failure spares)
-    dryrun_unusable: Optional[str] = None
 
 
 EXPORT_INPUTS = frozenset({"add_to_input", "copy_into_input", "slice_assign", "through_view", "out_argument"})
@@ -274,13 +269,7 @@ UPSTREAM = {
     "2.9.0": LOSES_ON_BOTH_PATHS,
     # Dryrun cannot finish when an accelerated block returns the graph's one output: compile_module then calls a
     # TensorRT-module method on the block (a GraphModule in dryrun).
-    "2.10.0": dataclasses.replace(
-        LOSES_ON_BOTH_PATHS,
-        backend_fails={name: UNOWNED_OUTPUT for name in CASES},
-        batch_norm_fails=UNOWNED_OUTPUT,
-        export_fails=UNOWNED_OUTPUT,
-        dryrun_unusable=UNOWNED_OUTPUT,
-    ),
+    "2.10.0": LOSES_ON_BOTH_PATHS,
     "2.11.0": LOSES_ON_BOTH_PATHS,
     "2.12.0": LOSES_ON_BOTH_PATHS,
     "2.12.1": LOSES_ON_BOTH_PATHS,
@@ -623,12 +612,8 @@ def compile_through_backend(model: nn.Module, *arguments) -> Any:
 
 
 def test_a_graph_updating_nothing_gets_upstreams_module(
-    shim, expect, backend_runs_here, constants_on_cpu, fresh_dynamo, produced
+    shim, backend_runs_here, constants_on_cpu, fresh_dynamo, produced
 ):
-    if expect.dryrun_unusable:
-        with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match=expect.dryrun_unusable):
-            compile_through_backend(Pure(), torch.randn(2, 3))
-        return
     assert compile_through_backend(Pure(), torch.randn(2, 3)) is produced[0]
 
 
@@ -760,10 +745,6 @@ def export_differences(name: str, compile_exported) -> List[str]:
 def test_export_path_without_trt_compat(
     name, upstream, expect, release_row, backend_runs_here, constants_on_cpu, monkeypatch
 ):
-    if expect.export_fails:
-        with pytest.raises(Exception, match=expect.export_fails):
-            export_differences(name, export_compile(monkeypatch, expect, release_row))
-        return
     found = export_differences(name, export_compile(monkeypatch, expect, release_row))
     if name in expect.export_keeps:
         assert found == []
@@ -773,10 +754,6 @@ def test_export_path_without_trt_compat(
 
 @pytest.mark.parametrize("name", ["add_to_input", "step_counter"])
 def test_export_path_with_trt_compat(name, shim, expect, release_row, backend_runs_here, constants_on_cpu, monkeypatch):
-    if expect.export_fails:
-        with pytest.raises(Exception, match=expect.export_fails):
-            export_differences(name, export_compile(monkeypatch, expect, release_row))
-        return
     assert export_differences(name, export_compile(monkeypatch, expect, release_row)) == []
 
 
@@ -815,15 +792,7 @@ def reproducers():
 def test_defect_reproducers_without_trt_compat(
     reproducers, upstream, expect, backend_runs_here, constants_on_cpu, fresh_dynamo
 ):
-    def check(defect):
-        try:
-            return defect.check(Probe())
-        except Exception as exc:  # a single-output graph cannot finish a dryrun on this release without trt_compat
-            if expect.dryrun_unusable is None or not re.search(expect.dryrun_unusable, str(exc)):
-                raise
-            return f"dryrun fails: {exc}"
-
-    found = {defect.key: check(defect) for defect in reproducers}
+    found = {defect.key: defect.check(Probe()) for defect in reproducers}
     assert all(found.values()), found
 
 

@@ -130,46 +130,26 @@ def dryrun_compile(model, x, monkeypatch):
     return out, len(blocks)
 
 
-def compile_or_known_failure(model, x, monkeypatch, expect):
-    """dryrun_compile; on a release whose dryrun upstream cannot finish (2.10.0), None after checking that
-    it fails in exactly that known way. The operator support the tests check is recorded before the failure."""
-    if expect.dryrun_unusable is None:
-        return dryrun_compile(model, x, monkeypatch)
-    with pytest.raises(torch._dynamo.exc.BackendCompilerFailed, match=expect.dryrun_unusable):
-        dryrun_compile(model, x, monkeypatch)
-    return None
-
-
 def check_blocks(compiled, expected_blocks, model, x):
-    if compiled is None:
-        pytest.xfail("upstream dryrun fails on this release with or without trt_compat; operator support checked")
     out, blocks = compiled
     assert blocks == expected_blocks
     with torch.no_grad():
         assert torch.equal(out, model(x))
 
 
-@pytest.fixture
-def expect(release_row):
-    from tests.helpers.upstream import UPSTREAM
-
-    assert release_row.line in UPSTREAM, f"add a row for torch-tensorrt {release_row.line} to UPSTREAM"
-    return UPSTREAM[release_row.line]
-
-
-def test_segnet_without_trt_compat(upstream, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch, expect):
+def test_segnet_without_trt_compat(upstream, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
     model, x = segnet_and_input()
-    compiled = compile_or_known_failure(model, x, monkeypatch, expect)
+    compiled = dryrun_compile(model, x, monkeypatch)
     assert observed == [UPSTREAM_UNSUPPORTED]
     check_blocks(compiled, UPSTREAM_BLOCKS, model, x)
 
 
-def test_segnet_with_trt_compat_is_one_block(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch, expect):
+def test_segnet_with_trt_compat_is_one_block(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
     import trt_compat
 
     assert trt_compat.get_pool_indices() == "tensorrt"
     model, x = segnet_and_input()
-    compiled = compile_or_known_failure(model, x, monkeypatch, expect)
+    compiled = dryrun_compile(model, x, monkeypatch)
     if scatter_converts():
         assert observed == [{}]
         check_blocks(compiled, 1, model, x)
@@ -178,23 +158,23 @@ def test_segnet_with_trt_compat_is_one_block(shim, observed, dryrun_on_cpu, fres
         check_blocks(compiled, NO_SCATTER_BLOCKS, model, x)
 
 
-def test_segnet_with_indices_kept_in_torch(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch, expect):
+def test_segnet_with_indices_kept_in_torch(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
     import trt_compat
 
     trt_compat.set_pool_indices("torch")
     try:
         model, x = segnet_and_input()
-        compiled = compile_or_known_failure(model, x, monkeypatch, expect)
+        compiled = dryrun_compile(model, x, monkeypatch)
     finally:
         trt_compat.set_pool_indices(None)
     assert observed == [TORCH_MODE_UNSUPPORTED]
     check_blocks(compiled, TORCH_MODE_BLOCKS, model, x)
 
 
-def test_segnet_switch_from_the_environment(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch, expect):
+def test_segnet_switch_from_the_environment(shim, observed, dryrun_on_cpu, fresh_dynamo, monkeypatch):
     monkeypatch.setenv("TRT_COMPAT_POOL_INDICES", "torch")
     model, x = segnet_and_input()
-    compiled = compile_or_known_failure(model, x, monkeypatch, expect)
+    compiled = dryrun_compile(model, x, monkeypatch)
     assert observed == [TORCH_MODE_UNSUPPORTED]
     check_blocks(compiled, TORCH_MODE_BLOCKS, model, x)
 
@@ -203,14 +183,12 @@ POOLS_IN_TORCH = {"torch.ops.aten.max_pool2d_with_indices.default", "torch.ops.a
 
 
 @pytest.mark.parametrize("side", ["without", "with"])
-def test_ops_the_user_keeps_in_pytorch_stay_there(side, request, fresh_dynamo, dryrun_on_cpu, expect):
+def test_ops_the_user_keeps_in_pytorch_stay_there(side, request, fresh_dynamo, dryrun_on_cpu):
     """torch_executed_ops names the pooling ops: upstream runs them in PyTorch, and so must trt_compat (it once
     decomposed them into the TensorRT block regardless), through the torch.compile backend on every release."""
     from trt_compat.probing import Probe
 
     request.getfixturevalue("shim" if side == "with" else "upstream")
-    if expect.dryrun_unusable:
-        pytest.skip(f"upstream dryrun fails on this release: {expect.dryrun_unusable}")
     model, x = segnet_and_input()
     compiled = Probe().compile(model, x, torch_executed_ops=POOLS_IN_TORCH)
     in_torch = [op for op in compiled.torch_ops if op.startswith(("aten.max_pool2d", "aten.max_unpool2d"))]

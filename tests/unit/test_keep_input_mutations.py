@@ -609,6 +609,7 @@ def test_a_written_get_attr_becomes_an_input_and_is_written_back():
     ]
     assert gm.count.item() == 0 and gm.count._version == 0, "the fake run touched the real buffer"
     rewritten, plan = return_updated_inputs(gm, mutations)
+    rewritten.graph.lint()
     assert [n.target for n in rewritten.graph.nodes if n.op == "placeholder"] == ["x", "count"]
     assert not [n for n in rewritten.graph.nodes if n.op == "get_attr"]
     assert plan.returned_from == 2 and plan.input_positions == () and plan.attributes[0] is gm.count
@@ -1172,3 +1173,56 @@ def test_a_slice_write_with_dynamic_shapes_is_replayed_with_its_sizes_computed_a
     # The user's sum and the rows written (y * 2): never the 10-row cache.
     assert [value.dim() for value in seen[0]] == [0, 2]
     assert str(seen[0][1].shape[0]) != "10"
+
+
+def test_reads_of_an_updated_input_that_lead_to_no_write_are_not_run_on_fake_tensors(monkeypatch):
+    """A decoder step writes one row of its cache and then reads the whole cache (attention): only the write and
+    what it writes through run on fake tensors; the reads lead to no write and are skipped. An output that is a view
+    of the cache still runs, so that it is returned as a view of the caller's tensor."""
+
+    def step(cache, row, pos):
+        cache.index_copy_(0, pos, row)
+        keys = cache[:, None].expand(4, 2, 3)  # read after the write, as attention reads a KV cache
+        return (keys * 2).sum(), cache[1:]
+
+    ran = []
+    run_node = torch.fx.Interpreter.run_node
+    monkeypatch.setattr(torch.fx.Interpreter, "run_node", lambda self, n: ran.append(n.name) or run_node(self, n))
+    arguments = (torch.zeros(4, 3), torch.ones(1, 3), torch.tensor([2]))
+    gm, mutations = capture(step, *arguments)
+    assert [(m.target.name, m.op) for m in mutations] == [("l_cache_", "aten.index_copy_.default")]
+    computed = [name for name in ran if not name.startswith("l_") and name != "output"]
+    assert computed and all("expand" not in name and "mul" not in name for name in computed), computed
+    assert any(node.name in computed for node in gm.graph.nodes if node.target is operator.getitem), computed
+
+    cache, expected = torch.zeros(4, 3), torch.zeros(4, 3)
+    compiled = torch.compile(step, backend=keeping(clone_only), dynamic=False)
+    for position in range(3):
+        row, pos = torch.full((1, 3), float(position + 1)), torch.tensor([position])
+        total, tail = compiled(cache, row, pos)
+        assert_identical([total, tail], list(step(expected, row, pos)), f"outputs of call {position}")
+        assert_identical(cache, expected, f"cache after call {position}")
+        assert tail.untyped_storage().data_ptr() == cache.untyped_storage().data_ptr()
+
+
+def test_the_rewritten_graph_generates_its_code_when_called_as_dynamos_does():
+    """Dynamo hands over a lazy module (code generated at the first call); the rewritten one is lazy too, so the
+    code upstream's backend regenerates after inserting its clones is the only code generated for it."""
+    lazy = pytest.importorskip("torch.fx._lazy_graph_module")
+    kinds = []
+
+    def backend(gm, sample_inputs):
+        kinds.append((type(gm).__mro__[1], getattr(type(gm), "_needs_recompile", lambda: None)()))
+        return clone_only(gm, sample_inputs)
+
+    def inspect(gm, sample_inputs):
+        kinds.append((type(gm).__mro__[1], None))
+        return compile_keeping_mutations(backend, gm, sample_inputs)
+
+    _, run = capture(AddToInput(), torch.ones(3), inspect=inspect)
+    (dynamos, _), (rewritten, code_pending) = kinds
+    assert rewritten is dynamos
+    assert code_pending is (True if dynamos is lazy._LazyGraphModule else None)
+    x, expected = torch.ones(3), torch.ones(3)
+    assert_identical(run(x), [AddToInput()(expected)], "output")
+    assert_identical(x, expected, "x")
