@@ -18,7 +18,7 @@ version range, which is the engine's decision) and undoes it afterwards, failing
 import contextlib
 import sys
 import types
-from typing import Any, Callable, Dict, Iterator, List
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 from .patching import PatchContext, parse_release
 
@@ -49,6 +49,9 @@ def stub_modules(modules: Dict[str, Any]) -> Iterator[None]:
     """Make each ``name -> object`` importable as a module for the block (parents are created as empty
     packages where missing); everything is put back afterwards."""
     saved = {}
+    # A parent that is a real, already imported package gets the stand-in as an attribute too (``from parent import
+    # child`` reads it there): that attribute is put back as well, or the real package would keep the stand-in.
+    saved_attributes: List[Tuple[Any, str, Any]] = []
     wanted = dict(modules)
     for name in list(wanted):
         parts = name.split(".")
@@ -66,9 +69,15 @@ def stub_modules(modules: Dict[str, Any]) -> Iterator[None]:
             sys.modules[name] = value
             parent, _, child = name.rpartition(".")
             if parent:
+                saved_attributes.append((sys.modules[parent], child, vars(sys.modules[parent]).get(child, _ABSENT)))
                 setattr(sys.modules[parent], child, value)
         yield
     finally:
+        for module, child, previous in reversed(saved_attributes):
+            if previous is _ABSENT:
+                vars(module).pop(child, None)
+            else:
+                setattr(module, child, previous)
         for name, previous in saved.items():
             if previous is _ABSENT:
                 sys.modules.pop(name, None)

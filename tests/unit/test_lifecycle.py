@@ -243,3 +243,23 @@ def test_json_report_carries_version_settings_and_notes():
     assert {"trt_compat", "settings", "notes", "patches", "versions", "strict", "release_status"} <= set(report)
     assert sys.modules["trt_compat"].__version__ == report["trt_compat"]
     assert torch.__version__.startswith(report["versions"]["torch"].split("+")[0])
+
+
+def test_stub_modules_leaves_an_imported_package_as_it_was():
+    """A stand-in for a submodule of a package already imported is that package's attribute inside the block (``from
+    package import child`` reads it there) and not after it. It once stayed: with the real Torch-TensorRT imported in
+    the same process, the stand-in ``backends`` module of one unit test replaced the real one for every later test."""
+    import email
+    import email.charset
+
+    real = email.charset
+    stand_in = types.ModuleType("email.charset")
+    with testing.stub_modules({"email.charset": stand_in, "email.trt_compat_stand_in": stand_in}):
+        from email import charset
+
+        assert charset is stand_in and sys.modules["email.charset"] is stand_in
+        assert email.trt_compat_stand_in is stand_in
+    from email import charset
+
+    assert charset is real and email.charset is real and sys.modules["email.charset"] is real
+    assert not hasattr(email, "trt_compat_stand_in") and "email.trt_compat_stand_in" not in sys.modules
