@@ -1093,7 +1093,7 @@ def _graph_module_like(gm: GraphModule, graph: torch.fx.Graph) -> GraphModule:
     """
     try:
         from torch.fx._lazy_graph_module import _LazyGraphModule
-    except ImportError:  # torch 2.2 builds every module eagerly
+    except ImportError:  # a torch without lazy modules builds every module eagerly
         return GraphModule(gm, graph)
     return (_LazyGraphModule if isinstance(gm, _LazyGraphModule) else GraphModule)(gm, graph)
 
